@@ -140,3 +140,28 @@ def test_ui_serves_the_project_store(project):
     finally:
         os.killpg(p.pid, signal.SIGTERM)
         p.wait(30)
+
+
+def test_sweep_command(project):
+    nb = make_notebook(project/'s.ipynb', 'x: int = 1\nmode: Literal["a", "b"] = "a"',
+                       'import mlnb\nmlnb.log_metric("y", x * (10 if mode == "b" else 1))')
+    nb_src = nb.read_text().replace('"x: int = 1', '"from typing import Literal\\n",\n    "x: int = 1')
+    nb.write_text(nb_src)
+    r = mlnb('sweep', nb, '--grid', 'x=1,2,3', '--grid', 'mode=a,b', '--metric', 'y', '--engine', 'inprocess',
+             '--max-concurrent', '2', cwd=project)
+    assert r.returncode == 0, r.stderr
+    assert 'sweep: 6/6 points finished' in r.stdout and "best y: 30  {'x': 3, 'mode': 'b'}" in r.stdout
+    bad = mlnb('sweep', nb, '--grid', 'x=1,two', cwd=project)
+    assert bad.returncode == 2
+    assert "point 1 {'x': 'two'}: parameter 'x' expects int, got 'two': not an integer" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1
+    nogrid = mlnb('sweep', nb, cwd=project)
+    assert nogrid.returncode == 2 and 'needs a grid or a list of points' in nogrid.stderr
+
+
+def test_cluster_info_command(project):
+    r = mlnb('cluster', 'info', '--cluster', 'local', cwd=project)
+    assert r.returncode == 0, r.stderr
+    assert 'tcp://127.0.0.1' in r.stdout or 'inproc' in r.stdout or 'worker' in r.stdout.lower()
+    bad = mlnb('cluster', 'info', '--cluster', 'tcp://127.0.0.1:1', cwd=project, timeout=120)
+    assert bad.returncode == 2 and 'cannot reach' in bad.stderr
