@@ -85,6 +85,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                               'mlnb.execute.RunResult.summary': ('execute.html#runresult.summary', 'mlnb/execute.py'),
                               'mlnb.execute.RunResult.to_dict': ('execute.html#runresult.to_dict', 'mlnb/execute.py'),
                               'mlnb.execute._bind': ('execute.html#_bind', 'mlnb/execute.py'),
+                              'mlnb.execute._client': ('execute.html#_client', 'mlnb/execute.py'),
                               'mlnb.execute._finish_notebook': ('execute.html#_finish_notebook', 'mlnb/execute.py'),
                               'mlnb.execute._from_stderr': ('execute.html#_from_stderr', 'mlnb/execute.py'),
                               'mlnb.execute._ipc_path': ('execute.html#_ipc_path', 'mlnb/execute.py'),
