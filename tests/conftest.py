@@ -40,3 +40,27 @@ def need(component: str, available: bool, why: str):
     if available: return
     if IN_CI: pytest.fail(f'{component} is required in CI: {why}')
     pytest.skip(f'{component} not available: {why}')
+
+
+def check_failed_run(res, project, code: str, reason: str, ename: str, evalue: str, max_s: float, took: float):
+    """The ending every failure mode must have, whatever the engine: FAILED with its reason and error, the failing cell
+    named by its index in the output notebook (banner, parameters, injected parameters, print, the failing cell), the
+    output notebook kept with nothing after the failure run, and the MLflow run FAILED. Returns the output notebook."""
+    import nbformat
+    from mlflow import MlflowClient
+    assert took < max_s, f'{reason} took {took:.0f}s'
+    assert (res.status, res.reason, res.error.ename) == ('FAILED', reason, ename), res
+    assert evalue.lower() in res.error.evalue.lower()
+    assert res.error.cell_index == 4
+    out = Path(res.output_path)
+    assert out.is_file() and out.parent == project/'.mlnb'/'runs'/res.run_id
+    onb = nbformat.read(out, as_version=4)
+    assert onb.metadata.mlnb.status == 'FAILED' and onb.metadata.mlnb.reason == reason
+    assert onb.cells[0].metadata.tags == ['mlnb-error'] and f'FAILED ({reason}) in cell 4' in onb.cells[0].source
+    assert onb.cells[3].outputs[0].text == 'before\n'
+    assert onb.cells[4].source == code
+    assert not onb.cells[5].get('outputs')  # never ran
+    assert len(onb.cells) == 6  # nothing else inserted
+    run = MlflowClient(res.tracking_uri).get_run(res.run_id)
+    assert run.info.status == 'FAILED'
+    return onb, run

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import make_notebook
+from conftest import check_failed_run, make_notebook
 from mlflow import MlflowClient
 
 import mlnb
@@ -105,24 +105,8 @@ def test_failure_modes(project, case):
     nb = make_notebook(project/f'{case}.ipynb', 'x = 1', 'print("before")', code, 'print("never")')
     t = time.time()
     res = mlnb.run(nb, {'x': 2}, timeout=3, engine='inprocess')
-    took = time.time() - t
-    assert took < 30, f'{case} took {took:.0f}s'
-    assert (res.status, res.reason, res.error.ename) == ('FAILED', reason, ename), res
-    assert evalue.lower() in res.error.evalue.lower()
-    # the index points into the output notebook: banner, parameters, injected parameters, print, the failing cell
-    assert res.error.cell_index == 4
-    out = Path(res.output_path)
-    assert out.is_file() and out.parent == project/'.mlnb'/'runs'/res.run_id
-    onb = nbformat.read(out, as_version=4)
-    assert onb.metadata.mlnb.status == 'FAILED' and onb.metadata.mlnb.reason == reason
-    assert onb.cells[0].metadata.tags == ['mlnb-error'] and f'FAILED ({reason}) in cell 4' in onb.cells[0].source
-    assert onb.cells[3].outputs[0].text == 'before\n'
-    assert onb.cells[4].source == code
+    onb, run = check_failed_run(res, project, code, reason, ename, evalue, max_s=30, took=time.time() - t)
     assert not any(o.get('text') == 'caught\n' for o in onb.cells[4].outputs)
-    assert not onb.cells[5].get('outputs')  # never ran
-    assert len(onb.cells) == 6  # nothing else inserted
-    run = MlflowClient(res.tracking_uri).get_run(res.run_id)
-    assert run.info.status == 'FAILED'
     assert run.data.tags['mlnb.reason'] == reason and run.data.tags['mlnb.error.ename'] == ename
     assert run.data.tags['mlnb.error.cell'] == '4'
 
