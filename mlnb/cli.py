@@ -254,6 +254,20 @@ def demo_cmd(dest:Optional[Path]=typer.Argument(None, help='Folder for the demo 
     except (FileExistsError, ValueError) as e: raise _bad_input(e) from None
     if not all(r.ok for r in results): raise typer.Exit(1)
 
+# %% ../nbs/17_cli.ipynb #efa5110e
+_GROUPS = {'pipeline': 'mlnb.pipeline', 'schedule': 'mlnb.schedule', 'export': 'mlnb.export'}
+
+def _add_groups():
+    import importlib
+    for name, mod in _GROUPS.items():
+        try: m = importlib.import_module(mod)
+        except ModuleNotFoundError as e:
+            if e.name != mod: raise
+            continue
+        app.add_typer(m.cli, name=name)
+        if hasattr(m, 'scheduler_command'): app.command('scheduler')(m.scheduler_command)
+_add_groups()
+
 # %% ../nbs/17_cli.ipynb #154354a4
 def join_param_pairs(args:list[str]) -> list[str]:
     "Rewrite `-p NAME VALUE` as `-p NAME=VALUE` (leaving `-p NAME=VALUE` alone)."

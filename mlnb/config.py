@@ -54,6 +54,7 @@ class Settings(BaseModel):
 class ProjectFile(Settings):
     "The contents of a project's `mlnb.yaml`."
     name: str|None = None  # the project's name; default the folder's name
+    pipelines: dict|None = None  # notebook pipelines (read and checked by `mlnb.pipeline`)
 
 # %% ../nbs/00_config.ipynb #82b79534
 def _fmt_errors(err:ValidationError, where:str, keys:dict|None=None) -> str:
@@ -178,6 +179,7 @@ def load_config(project:str|Path|None=None, # the project folder; default: found
     pf = root/PROJECT_FILE
     proj = read_project_file(pf) if pf.is_file() else {}
     name = proj.pop('name', None) or root.name
+    proj.pop('pipelines', None)
     layers = [(str(site), read_site_settings(site)), (str(pf), proj), ('environment', read_env(environ)),
               ('flags', _check(Settings, {k: v for k, v in flags.items() if v is not None}, 'flag'))]
     for where, data in layers:

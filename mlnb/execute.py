@@ -219,6 +219,7 @@ def _kernel_manager_class():
     "An `AsyncKernelManager` that starts its kernel with a given environment and working directory."
     global _KM
     if _KM is None:
+        import uuid
         from jupyter_client.manager import AsyncKernelManager
         class RunKernelManager(AsyncKernelManager):
             run_env: dict = {}
@@ -227,6 +228,12 @@ def _kernel_manager_class():
                 kw['env'] = {**os.environ, **self.run_env}
                 if self.run_cwd: kw['cwd'] = self.run_cwd
                 return await super().start_kernel(**kw)
+            async def _async_pre_start_kernel(self, **kw):
+                from mlnb import forkserver
+                if self.provisioner is None and forkserver.enabled():  # a forked kernel where it is equivalent
+                    self.kernel_id = self.kernel_id or kw.pop('kernel_id', None) or str(uuid.uuid4())
+                    self.provisioner = forkserver.provisioner_class()(kernel_id=self.kernel_id, kernel_spec=self.kernel_spec, parent=self)
+                return await super()._async_pre_start_kernel(**kw)
         _KM = RunKernelManager
     return _KM
 

@@ -106,7 +106,8 @@ def _start_parent(cfg:Config, request:RunRequest, spec:dict, n:int) -> str:
     except ValueError: rel = str(nb)
     run = client.create_run(exp, start_time=int(time.time()*1000), run_name=f'sweep-{nb.stem}',
                             tags={'mlnb.trigger': 'sweep', 'mlnb.kind': 'sweep', 'mlnb.notebook': rel, 'mlflow.source.name': rel,
-                                  'mlnb.sweep.points': str(n), 'mlnb.version': track._version(), **request.tags})
+                                  'mlnb.sweep.points': str(n), 'mlnb.version': track._version(), **request.tags,
+                                  **({'mlflow.parentRunId': request.parent_run_id} if request.parent_run_id else {})})
     client.log_batch(run.info.run_id, params=[Param(f'sweep.{k}', track._param_str(v)) for k, v in spec.items()])
     return run.info.run_id
 
