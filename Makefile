@@ -46,6 +46,8 @@ readme-check: readme
 
 bench: install
 	$(BIN)/python bench/run_overhead.py
+	$(BIN)/python bench/sweep_throughput.py
+	$(BIN)/python bench/pipeline_cache.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

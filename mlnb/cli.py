@@ -242,13 +242,13 @@ def init_cmd(dest:Path=typer.Argument(..., help='Folder for the new project.'),
     from mlnb.demo import init_project
     try: p = init_project(dest, template)
     except (FileExistsError, ValueError) as e: raise _bad_input(e) from None
-    typer.echo(f'project written to {p}\nnext: cd {dest} && mlnb params 02_train.ipynb && mlnb run 01_ingest.ipynb')
+    typer.echo(f'project written to {p}\nnext: cd {dest} && mlnb pipeline show churn && mlnb pipeline run churn')
 
 @app.command('demo')
 def demo_cmd(dest:Optional[Path]=typer.Argument(None, help='Folder for the demo project (default: a fresh ./mlnb-demo).'),
              rows:int=typer.Option(100_000, help='Subscribers to generate.'),
-             cluster:Optional[str]=typer.Option(None, help='Cluster for the training sweep (default: local).')):
-    "Write the churn project and run it end to end: ingest, then a training sweep on a Dask cluster."
+             cluster:Optional[str]=typer.Option(None, help='Cluster for the pipeline (default: local).')):
+    "Write the churn project and run its pipeline end to end (ingest, validate, train sweep, evaluate), then again from the cache."
     from mlnb.demo import demo
     try: results = demo(dest, rows=rows, cluster=cluster, echo=typer.echo)
     except (FileExistsError, ValueError) as e: raise _bad_input(e) from None

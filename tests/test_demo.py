@@ -1,4 +1,5 @@
-"`mlnb demo` end to end: the churn project runs, is tracked, and its model loads."
+"""`mlnb demo` end to end: the churn pipeline runs (ingest, validate, train sweep, evaluate), is tracked, its model loads,
+and the second run comes entirely from the cache."""
 import subprocess
 import sys
 from pathlib import Path
@@ -13,27 +14,37 @@ def test_demo(tmp_path):
                        text=True, timeout=900)
     assert p.returncode == 0, p.stdout + p.stderr
     out = p.stdout
-    assert '01_ingest.ipynb: FINISHED' in out and 'best: ' in out and 'mlnb ui --project' in out
+    assert 'pipeline churn: FINISHED' in out and 'best: ' in out and 'mlnb ui --project' in out
+    assert 'second run: FINISHED, 4 of 4 steps cached' in out, out
     c = MlflowClient(f"sqlite:///{dest/'.mlnb'/'mlflow.db'}")
     exp = c.get_experiment_by_name('churn')
     runs = c.search_runs([exp.experiment_id])
-    ingest = [r for r in runs if r.data.tags['mlnb.notebook'] == '01_ingest.ipynb']
-    parent = [r for r in runs if r.data.tags.get('mlnb.kind') == 'sweep']
-    points = [r for r in runs if r.data.tags.get('mlflow.parentRunId')]
-    assert len(ingest) == 1 and len(parent) == 1 and len(points) == 4 and len(runs) == 6
-    ingest, parent = ingest[0], parent[0]
-    assert ingest.info.status == parent.info.status == 'FINISHED' and all(r.info.status == 'FINISHED' for r in points)
+    by = lambda nb: [r for r in runs if r.data.tags.get('mlnb.notebook') == nb]  # noqa: E731
+    pipelines = [r for r in runs if r.data.tags.get('mlnb.kind') == 'pipeline']
+    sweeps = [r for r in runs if r.data.tags.get('mlnb.kind') == 'sweep']
+    points = by('03_train.ipynb')
+    # 2 pipeline runs; 1 ingest, 1 validate, 1 sweep parent + 4 points, 1 evaluate: the second pipeline run made no step runs
+    assert len(pipelines) == 2 and len(sweeps) == 1 and len(points) == 4 and len(runs) == 2 + 3 + 1 + 4
+    first, second = sorted(pipelines, key=lambda r: r.info.start_time)
+    assert second.data.metrics['steps_cached'] == 4 and second.data.metrics['steps_finished'] == 0
+    assert all(r.info.status == 'FINISHED' for r in runs)
+    ingest, validate, evaluate = by('01_ingest.ipynb')[0], by('02_validate.ipynb')[0], by('04_evaluate.ipynb')[0]
     assert ingest.data.params['rows'] == '20000' and ingest.data.metrics['rows'] == 20000
     assert 0.1 < ingest.data.metrics['churn_rate'] < 0.35
+    assert validate.data.metrics['checks_failed'] == 0 and validate.data.metrics['checks'] >= 8
     assert {(r.data.params['C'], r.data.params['penalty']) for r in points} == {('0.1', 'l1'), ('0.1', 'l2'), ('1.0', 'l1'), ('1.0', 'l2')}
     for r in points: assert {'auc', 'f1', 'precision', 'recall'} <= set(r.data.metrics) and r.data.metrics['auc'] > 0.7  # real signal
-    train = c.get_run(parent.data.tags['mlnb.best_run_id'])
-    assert train.data.metrics['auc'] == max(r.data.metrics['auc'] for r in points) == parent.data.metrics['best_auc']
-    assert f"run {train.info.run_id}" in out
+    best = c.get_run(sweeps[0].data.tags['mlnb.best_run_id'])
+    assert best.data.metrics['auc'] == max(r.data.metrics['auc'] for r in points)
+    assert evaluate.data.params['model_uri'] == f'runs:/{best.info.run_id}/model'  # the selected model was passed on
+    assert evaluate.data.metrics['holdout_auc'] == best.data.metrics['auc']  # same held-out split as training
+    assert evaluate.data.metrics['top_decile_lift'] > 1.5
+    assert f"run {best.info.run_id}" in out
+    for r in (ingest, validate, sweeps[0], evaluate): assert r.data.tags['mlflow.parentRunId'] == first.info.run_id
     df = pd.read_parquet(dest/'data'/'subscribers.parquet')
     assert len(df) == 20000 and {'tenure_months', 'plan', 'monthly_charges', 'dropped_calls', 'data_usage_gb', 'region', 'churn'} <= set(df)
     import mlflow
     mlflow.set_tracking_uri(f"sqlite:///{dest/'.mlnb'/'mlflow.db'}")
-    model = mlflow.pyfunc.load_model(f'runs:/{train.info.run_id}/model')
+    model = mlflow.pyfunc.load_model(f'runs:/{best.info.run_id}/model')
     pred = model.predict(df.drop(columns=['churn', 'subscriber_id']).head(50))
     assert len(pred) == 50 and set(pd.Series(pred).unique()) <= {0, 1}
