@@ -255,15 +255,12 @@ def demo_cmd(dest:Optional[Path]=typer.Argument(None, help='Folder for the demo 
     if not all(r.ok for r in results): raise typer.Exit(1)
 
 # %% ../nbs/17_cli.ipynb #efa5110e
-_GROUPS = {'pipeline': 'mlnb.pipeline', 'schedule': 'mlnb.schedule', 'export': 'mlnb.export'}
+_GROUPS = {'pipeline': 'mlnb.pipeline', 'schedule': 'mlnb.schedule', 'export': 'mlnb.export', 'validate': 'mlnb.validation'}
 
 def _add_groups():
     import importlib
     for name, mod in _GROUPS.items():
-        try: m = importlib.import_module(mod)
-        except ModuleNotFoundError as e:
-            if e.name != mod: raise
-            continue
+        m = importlib.import_module(mod)
         app.add_typer(m.cli, name=name)
         if hasattr(m, 'scheduler_command'): app.command('scheduler')(m.scheduler_command)
 _add_groups()

@@ -45,7 +45,7 @@ def demo(dest=None,                # the folder for the demo project; default a 
          cluster:str|None=None,    # cluster for the pipeline's Runs; default the project's (local)
          echo=print                # where progress goes
         ) -> list:
-    "Write the churn project, run its pipeline (ingest, validate, train sweep, evaluate), then run it again from the cache."
+    "Write the churn project; run its pipeline (ingest, validate, train sweep, evaluate), again (cached), on corrupted data (GATED)."
     from mlnb.pipeline import run_pipeline
     dest = init_project(dest or fresh_folder())
     echo(f'mlnb demo: churn project written to {dest}')
@@ -64,6 +64,15 @@ def demo(dest=None,                # the folder for the demo project; default a 
     second = run_pipeline('churn', dest, params={'ingest': {'rows': rows}}, cluster=cluster, trigger='demo', echo=echo)
     echo(f'  second run: {second.status}, {len(second.cached)} of {len(second.steps)} steps cached, {second.duration:.1f}s, '
          f'no kernel started')
+    echo('\n  ingesting a corrupted export (2% of rows with an unknown plan and a negative charge): '
+         'the validation gate must stop it ...')
+    gated = run_pipeline('churn', dest, params={'ingest': {'rows': rows, 'corrupt_share': 0.02}}, cluster=cluster, trigger='demo',
+                         echo=echo)
+    v = gated.steps['validate']
+    echo(f'  corrupted data: pipeline {gated.status}; {v.message[:300]}')
+    echo('\n  back to the clean export: ingest re-runs, its table is the same as before, so the rest comes from the cache ...')
+    restored = run_pipeline('churn', dest, params={'ingest': {'rows': rows}}, cluster=cluster, trigger='demo', echo=echo)
+    echo(f'  {restored.status}: ran {", ".join(restored.executed)}; cached {", ".join(restored.cached)}')
     echo(f'\nOpen the MLflow UI on this project:  mlnb ui --project {dest}')
     echo(f'See what a run would redo:           mlnb pipeline show churn --project {dest}')
-    return [first, second]
+    return [first, second, restored] + ([] if gated.status == 'GATED' else [gated])

@@ -16,22 +16,32 @@ def test_demo(tmp_path):
     out = p.stdout
     assert 'pipeline churn: FINISHED' in out and 'best: ' in out and 'mlnb ui --project' in out
     assert 'second run: FINISHED, 4 of 4 steps cached' in out, out
+    assert 'corrupted data: pipeline GATED' in out and 'expect_column_values_to_be_in_set' in out, out
+    assert 'FINISHED: ran ingest; cached validate, train, evaluate' in out, out
     c = MlflowClient(f"sqlite:///{dest/'.mlnb'/'mlflow.db'}")
     exp = c.get_experiment_by_name('churn')
     runs = c.search_runs([exp.experiment_id])
-    by = lambda nb: [r for r in runs if r.data.tags.get('mlnb.notebook') == nb]  # noqa: E731
-    pipelines = [r for r in runs if r.data.tags.get('mlnb.kind') == 'pipeline']
+    by = lambda nb, status='FINISHED': [r for r in runs if r.data.tags.get('mlnb.notebook') == nb  # noqa: E731
+                                        and r.data.tags.get('mlnb.kind') != 'sweep' and r.info.status == status]
+    pipelines = sorted((r for r in runs if r.data.tags.get('mlnb.kind') == 'pipeline'), key=lambda r: r.info.start_time)
     sweeps = [r for r in runs if r.data.tags.get('mlnb.kind') == 'sweep']
     points = by('03_train.ipynb')
-    # 2 pipeline runs; 1 ingest, 1 validate, 1 sweep parent + 4 points, 1 evaluate: the second pipeline run made no step runs
-    assert len(pipelines) == 2 and len(sweeps) == 1 and len(points) == 4 and len(runs) == 2 + 3 + 1 + 4
-    first, second = sorted(pipelines, key=lambda r: r.info.start_time)
+    # 4 pipeline runs. Step runs: the first made ingest, validate, a sweep (parent + 4 points), evaluate; the second none;
+    # the corrupted one ingest and a failed validate; the restored one only ingest (its table is the first one's again)
+    assert len(pipelines) == 4 and len(sweeps) == 1 and len(points) == 4 and len(runs) == 4 + 8 + 2 + 1, len(runs)
+    first, second, gated, restored = pipelines
     assert second.data.metrics['steps_cached'] == 4 and second.data.metrics['steps_finished'] == 0
-    assert all(r.info.status == 'FINISHED' for r in runs)
-    ingest, validate, evaluate = by('01_ingest.ipynb')[0], by('02_validate.ipynb')[0], by('04_evaluate.ipynb')[0]
+    assert gated.data.tags['mlnb.status'] == 'GATED' and gated.data.tags['mlnb.step.train'] == 'SKIPPED'
+    assert restored.data.metrics['steps_finished'] == 1 and restored.data.metrics['steps_cached'] == 3
+    failed = by('02_validate.ipynb', 'FAILED')
+    assert len(failed) == 1 and failed[0].data.metrics['validation_success'] == 0 and failed[0].data.metrics['validation_failed'] >= 2
+    ingest = [r for r in by('01_ingest.ipynb') if r.data.tags['mlnb.pipeline_run'] == first.info.run_id][0]
+    validate, evaluate = by('02_validate.ipynb')[0], by('04_evaluate.ipynb')[0]
     assert ingest.data.params['rows'] == '20000' and ingest.data.metrics['rows'] == 20000
     assert 0.1 < ingest.data.metrics['churn_rate'] < 0.35
-    assert validate.data.metrics['checks_failed'] == 0 and validate.data.metrics['checks'] >= 8
+    assert validate.data.metrics['validation_success'] == 1 and validate.data.metrics['validation_evaluated'] == 11
+    reports = {a.path for a in c.list_artifacts(validate.info.run_id, 'validation')}
+    assert reports == {'validation/subscribers.json', 'validation/subscribers.html'}
     assert {(r.data.params['C'], r.data.params['penalty']) for r in points} == {('0.1', 'l1'), ('0.1', 'l2'), ('1.0', 'l1'), ('1.0', 'l2')}
     for r in points: assert {'auc', 'f1', 'precision', 'recall'} <= set(r.data.metrics) and r.data.metrics['auc'] > 0.7  # real signal
     best = c.get_run(sweeps[0].data.tags['mlnb.best_run_id'])
