@@ -146,32 +146,39 @@ def _regex_mask(vals, kw):
     return ~vals.astype(str).str.contains(kw['regex'], regex=True)
 
 # %% ../nbs/09a_validate_fast.ipynb #74aad504
+def _hashes(vals):
+    "64-bit hashes of a column's values (cuDF hashes its own)."
+    if type(vals).__module__.split('.')[0] == 'cudf': return vals.hash_values()
+    import pandas as pd
+    return pd.util.hash_pandas_object(vals, index=False)
+
 def _unique_partial(df, kw, whole=False):
     col = df[kw['column']]
     vals = col[col.notna()]
-    if whole:  # one partition: GX's own rule, duplicated(keep=False)
-        bad = vals.duplicated(keep=False)
-        unexpected = vals[bad]
+    if whole:  # one partition: GX's rule, duplicated(keep=False), found on hashes and confirmed on the values
+        cand = vals[_hashes(vals).duplicated(keep=False).values]
+        bad = cand.duplicated(keep=False)  # exact: two different values that share a hash are not duplicates
+        unexpected = cand[bad]
         return {'n': len(col), 'nonnull': len(vals), 'unexpected': int(bad.sum()), 'sample': _sample(unexpected, unexpected.index)}
-    return {'n': len(col), 'nonnull': len(vals), 'counts': _host(vals.value_counts())}
+    return {'n': len(col), 'nonnull': len(vals), 'hcounts': _host(_hashes(vals).value_counts())}
 
-def _dups_sample(df, column, dups):
-    col = df[column]
-    hit = col[col.isin(dups)]
-    return _sample(hit, hit.index)
+def _candidate_rows(df, column, hashes):
+    "The non-null rows of `column` whose hash is in `hashes`, in row order."
+    vals = df[column]
+    vals = vals[vals.notna()]
+    return _host(vals[_hashes(vals).isin(hashes).values])
 
 def _unique_finish(parts, kw, scan=None):
     if all('sample' in p for p in parts): return _map_finish()(parts, kw)
     import pandas as pd
-    counts = pd.concat([p['counts'] for p in parts]).groupby(level=0).sum() if parts else pd.Series(dtype='int64')
-    dup = counts[counts > 1]
-    sample = []
-    if len(dup) and scan is not None:
-        for s in scan(_dups_sample, kw['column'], list(dup.index)):
-            sample += s
-            if len(sample) >= SAMPLE: break
-    return _map_result(sum(p['n'] for p in parts), sum(p['nonnull'] for p in parts), int(dup.sum()), sample[:SAMPLE],
-                       kw.get('mostly', 1.0))
+    counts = pd.concat([p['hcounts'] for p in parts]).groupby(level=0).sum() if parts else pd.Series(dtype='int64')
+    cand = counts.index[counts.to_numpy() > 1]
+    unexpected, sample = 0, []
+    if len(cand) and scan is not None:  # a second pass brings back only the rows whose hash repeats: the duplicates, and collisions
+        rows = pd.concat(list(scan(_candidate_rows, kw['column'], cand)))
+        bad = rows[rows.duplicated(keep=False).to_numpy()]
+        unexpected, sample = len(bad), _sample(bad, bad.index)
+    return _map_result(sum(p['n'] for p in parts), sum(p['nonnull'] for p in parts), unexpected, sample, kw.get('mostly', 1.0))
 
 # %% ../nbs/09a_validate_fast.ipynb #edee1719
 def _agg_partial(how):
