@@ -11,7 +11,8 @@ from typing import Any
 
 # %% auto #0
 __all__ = ['ANY', 'MASK', 'ParameterError', 'PType', 'parse_annotation', 'Param', 'parse_parameters', 'NotebookParams',
-           'read_notebook_json', 'notebook_params', 'coerce', 'validate', 'is_secret', 'mask', 'describe']
+           'read_notebook_json', 'notebook_params', 'coerce', 'did_you_mean', 'validate', 'is_secret', 'mask',
+           'describe']
 
 # %% ../nbs/01_params.ipynb #e97dd710
 class ParameterError(ValueError):
@@ -284,6 +285,11 @@ def coerce(p:Param, value, raw:bool=False):
     except _Bad as e: raise ValueError(f"parameter '{p.name}' expects {p.type}, got {value!r}: {e}") from None
 
 # %% ../nbs/01_params.ipynb #d9bf1408
+def did_you_mean(word, words) -> str:
+    "` (did you mean 'x'?)` for the closest of `words` to `word`, or ''."
+    m = difflib.get_close_matches(word, list(words), n=1)
+    return f' (did you mean {m[0]!r}?)' if m else ''
+
 def validate(spec:NotebookParams, # the notebook's parameters
              given:dict|None,     # name -> value
              raw:bool|set=False   # values are strings from a command line (True), or the set of names whose values are

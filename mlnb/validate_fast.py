@@ -7,6 +7,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from .params import did_you_mean as _close  # the one "did you mean" of mlnb
+
 # %% auto #0
 __all__ = ['SAMPLE', 'ARGS', 'FAST', 'Fast']
 
@@ -14,11 +16,6 @@ __all__ = ['SAMPLE', 'ARGS', 'FAST', 'Fast']
 SAMPLE = 20
 _GX_ONLY_ARGS = ('row_condition', 'condition_parser')  # valid arguments, but only GX evaluates them
 
-def _close(word, words) -> str:
-    "` (did you mean 'x'?)` for the closest of `words`, or ''."
-    import difflib
-    m = difflib.get_close_matches(word, list(words), n=1)
-    return f' (did you mean {m[0]!r}?)' if m else ''
   # GX's partial_unexpected_count
 
 def _is_num(v) -> bool: return isinstance(v, (int, float)) and not isinstance(v, bool)
