@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: install demo test nbtest pytest lint sync-check readme readme-check bench clean
+.PHONY: install browser demo test nbtest pytest lint sync-check readme readme-check bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,7 +20,10 @@ install: $(STAMP)  ## create .venv with mlnb (editable) and the dev tools
 demo: install  ## write the churn project into a fresh ./mlnb-demo and run it
 	$(BIN)/mlnb demo
 
-test: install nbtest pytest  ## the notebooks' examples, then the pytest suite
+browser:  ## Debian's Chromium for the browser tests (installed with apt when missing)
+	@bash .ci/ensure-chromium
+
+test: install browser nbtest pytest  ## the notebooks' examples, then the pytest suite
 
 nbtest: install
 	$(BIN)/nbdev-test --n-workers 2

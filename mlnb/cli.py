@@ -15,7 +15,21 @@ __all__ = ['app', 'runs_app', 'cluster_app', 'ProjectOpt', 'Fail', 'run_cmd', 's
            'list_cmd', 'show_cmd', 'ui_cmd', 'config_cmd', 'init_cmd', 'demo_cmd', 'join_param_pairs', 'main']
 
 # %% ../nbs/17_cli.ipynb #e5d2437a
-app = typer.Typer(name='mlnb', no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None,
+from typer.core import TyperGroup
+
+class _LazyGroup(TyperGroup):
+    "The top command: the command groups of other modules (`_LAZY`) are imported only when one of them is run."
+    def list_commands(self, ctx): return [*super().list_commands(ctx), *(n for n in _LAZY if n not in self.commands)]
+    def get_command(self, ctx, name:str):
+        if name not in self.commands and name in _LAZY: self.commands[name] = _load_lazy(name)
+        return super().get_command(ctx, name)
+    def format_commands(self, ctx, formatter):
+        rows = [(n, self.commands[n].get_short_help_str(formatter.width - 20) if n in self.commands else _LAZY[n][2])
+                for n in self.list_commands(ctx) if n in _LAZY or not self.commands[n].hidden]
+        with formatter.section('Commands'): formatter.write_dl(rows)
+
+app = typer.Typer(name='mlnb', cls=_LazyGroup, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  rich_markup_mode=None,
                   help='Jupyter-native MLOps: run parametrized notebooks as tracked Runs.')
 runs_app = typer.Typer(no_args_is_help=False, rich_markup_mode=None, help='Inspect recorded Runs.')
 app.add_typer(runs_app, name='runs')
@@ -255,15 +269,30 @@ def demo_cmd(dest:Optional[Path]=typer.Argument(None, help='Folder for the demo 
     if not all(r.ok for r in results): raise typer.Exit(1)
 
 # %% ../nbs/17_cli.ipynb #efa5110e
-_GROUPS = {'pipeline': 'mlnb.pipeline', 'schedule': 'mlnb.schedule', 'export': 'mlnb.export', 'validate': 'mlnb.validation'}
+_LAZY = {  # name: (module, attribute, one-line help shown by `mlnb --help`)
+    'pipeline': ('mlnb.pipeline', 'cli', 'Notebook pipelines declared in mlnb.yaml.'),
+    'schedule': ('mlnb.schedule', 'cli', 'Cron schedules of notebooks and pipelines.'),
+    'scheduler': ('mlnb.schedule', 'scheduler_command', "Run the scheduler in the foreground: fire the project's schedules."),
+    'export': ('mlnb.export', 'cli', 'Export pipelines to other orchestrators.'),
+    'validate': ('mlnb.validation', 'cli', 'Validate data with Great Expectations suites.'),
+}
 
-def _add_groups():
+def _load_lazy(name:str):
+    "The click command for `mlnb NAME`, built from its module's typer app or command function."
     import importlib
-    for name, mod in _GROUPS.items():
-        m = importlib.import_module(mod)
-        app.add_typer(m.cli, name=name)
-        if hasattr(m, 'scheduler_command'): app.command('scheduler')(m.scheduler_command)
-_add_groups()
+    mod, attr, help = _LAZY[name]
+    try: obj = getattr(importlib.import_module(mod), attr)
+    except ImportError as e:
+        raise Fail(f"'mlnb {name}' cannot load: {e}. Reinstall mlnb with its dependencies (pip install mlnb).") from None
+    if not isinstance(obj, typer.Typer): obj = _single(obj, name)  # a command function
+    cmd = typer.main.get_command(obj)
+    cmd.name = name
+    return cmd
+
+def _single(fn, name:str) -> typer.Typer:
+    t = typer.Typer(rich_markup_mode=None, add_completion=False)
+    t.command(name)(fn)
+    return t
 
 # %% ../nbs/17_cli.ipynb #154354a4
 def join_param_pairs(args:list[str]) -> list[str]:

@@ -28,6 +28,23 @@ def test_help_imports_nothing_heavy():
     code = 'import sys, mlnb; print([m for m in ("mlflow", "papermill", "pydantic") if m in sys.modules])'
     p = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=60)
     assert p.stdout.strip() == '[]'
+    # the other modules' command groups are listed with their help, but imported only when run
+    code = ('import sys\nfrom mlnb.cli import main, _LAZY\ntry: main(["--help"])\nexcept SystemExit: pass\n'
+            'print("LOADED", sorted({m for m, _, _ in _LAZY.values()} & set(sys.modules)))')
+    p = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=60)
+    assert 'LOADED []' in p.stdout, p.stdout + p.stderr
+    from mlnb.cli import _LAZY
+    for name, (_, _, help) in _LAZY.items(): assert f'  {name} ' in p.stdout and help.split()[0] in p.stdout
+
+
+def test_every_command_group_loads():
+    "Each lazily loaded command answers --help with its own usage line (a missing module or attribute fails here)."
+    from mlnb.cli import _LAZY
+    for name in _LAZY:
+        p = mlnb(name, '--help', timeout=120)
+        assert p.returncode == 0 and f'Usage: mlnb {name}' in p.stdout, (name, p.stdout, p.stderr)
+    p = mlnb('nosuchcommand')
+    assert p.returncode == 2 and 'nosuchcommand' in p.stderr
 
 
 def test_run_exit_codes_and_messages(project):
