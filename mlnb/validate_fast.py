@@ -10,13 +10,12 @@ from dataclasses import dataclass
 from .params import did_you_mean as _close  # the one "did you mean" of mlnb
 
 # %% auto #0
-__all__ = ['SAMPLE', 'ARGS', 'FAST', 'Fast']
+__all__ = ['SAMPLE', 'ARGS', 'FAST', 'Fast', 'dask_parts', 'dask_partials']
 
 # %% ../nbs/09a_validate_fast.ipynb #c82534cf
 SAMPLE = 20
 _GX_ONLY_ARGS = ('row_condition', 'condition_parser')  # valid arguments, but only GX evaluates them
 
-  # GX's partial_unexpected_count
 
 def _is_num(v) -> bool: return isinstance(v, (int, float)) and not isinstance(v, bool)
 def _bound(v) -> bool: return v is None or _is_num(v) or isinstance(v, str) or hasattr(v, 'year')
@@ -52,13 +51,14 @@ def _check_args(spec, kw:dict) -> list:
 
 @dataclass
 class Fast:
-    "A vectorized expectation: which arguments it takes, and its partial and finish steps."
+    "A vectorized expectation: which arguments it takes, and its partial, combine and finish steps."
     partial: object
     finish: object
     required: tuple = ('column',)
     optional: tuple = ()
     between: bool = False
     applies: object = None                    # (dtype, kwargs) -> bool: when False, GX evaluates it
+    combine: object = None                    # global step: (sorted uint64 key arrays of one key range) -> small result, on the workers
 
 # %% ../nbs/09a_validate_fast.ipynb #66c8662b
 def _host(s):
@@ -145,9 +145,16 @@ def _regex_mask(vals, kw):
 # %% ../nbs/09a_validate_fast.ipynb #74aad504
 def _hashes(vals):
     "64-bit hashes of a column's values (cuDF hashes its own)."
-    if type(vals).__module__.split('.')[0] == 'cudf': return vals.hash_values()
+    if type(vals).__module__.split('.')[0] == 'cudf':
+        try: return vals.hash_values(method='xxhash64')
+        except (TypeError, ValueError): return vals.hash_values()
     import pandas as pd
     return pd.util.hash_pandas_object(vals, index=False)
+
+def _sorted_keys(vals):
+    "The sorted 64-bit hashes of `vals`, a numpy array."
+    import numpy as np
+    return np.sort(np.asarray(_host(_hashes(vals)).to_numpy(), dtype='uint64'))
 
 def _unique_partial(df, kw, whole=False):
     col = df[kw['column']]
@@ -156,7 +163,15 @@ def _unique_partial(df, kw, whole=False):
         bad = vals.duplicated(keep=False)
         unexpected = vals[bad]
         return {'n': len(col), 'nonnull': len(vals), 'unexpected': int(bad.sum()), 'sample': _sample(unexpected, unexpected.index)}
-    return {'n': len(col), 'nonnull': len(vals), 'hcounts': _host(_hashes(vals).value_counts())}
+    return {'n': len(col), 'nonnull': len(vals), 'keys': _sorted_keys(vals)}
+
+def _repeats(pieces:list):
+    "The keys seen more than once in `pieces` (sorted uint64 arrays; None, from a failed partition, is skipped), sorted."
+    import numpy as np
+    pieces = [p for p in pieces if p is not None and len(p)]
+    if not pieces: return np.empty(0, dtype='uint64')
+    s = np.sort(np.concatenate(pieces)) if len(pieces) > 1 else pieces[0]
+    return np.unique(s[1:][s[1:] == s[:-1]])
 
 def _candidate_rows(df, column, hashes):
     "The non-null rows of `column` whose hash is in `hashes`, in row order."
@@ -166,9 +181,9 @@ def _candidate_rows(df, column, hashes):
 
 def _unique_finish(parts, kw, scan=None):
     if all('sample' in p for p in parts): return _map_finish()(parts, kw)
-    import pandas as pd
-    counts = pd.concat([p['hcounts'] for p in parts]).groupby(level=0).sum() if parts else pd.Series(dtype='int64')
-    cand = counts.index[counts.to_numpy() > 1]
+    import numpy as np, pandas as pd
+    done = [c for p in parts for c in p.get('combined', ())]  # repeats found on the Dask workers, key range by key range
+    cand = np.concatenate(done) if done else _repeats([p.get('keys') for p in parts])
     unexpected, sample = 0, []
     if len(cand) and scan is not None:  # a second pass brings back only the rows whose hash repeats: the duplicates, and collisions
         rows = pd.concat(list(scan(_candidate_rows, kw['column'], cand)))
@@ -248,7 +263,7 @@ FAST = {
     'expect_column_values_to_be_between': Fast(_map_partial(_between_mask), _map_finish(), optional=_B + _M, between=True,
                                                 applies=_numeric),
     'expect_column_values_to_be_in_set': Fast(_map_partial(_in_set_mask), _map_finish(), ('column', 'value_set'), _M),
-    'expect_column_values_to_be_unique': Fast(_unique_partial, _unique_finish, optional=_M),
+    'expect_column_values_to_be_unique': Fast(_unique_partial, _unique_finish, optional=_M, combine=_repeats),
     'expect_column_values_to_match_regex': Fast(_map_partial(_regex_mask), _map_finish(), ('column', 'regex'), _M),
     'expect_column_values_to_be_of_type': Fast(_no_partial, None, ('column', 'type_'), applies=_type_applies),
     **{f'expect_column_{how}_to_be_between': Fast(_agg_partial(how), _agg_finish(how), optional=_B, between=True,
@@ -257,3 +272,40 @@ FAST = {
     'expect_table_row_count_to_be_between': Fast(_rows_partial, _rows_between, (), _B, between=True),
     'expect_table_row_count_to_equal': Fast(_rows_partial, _rows_equal, ('value',)),
 }
+
+# %% ../nbs/09a_validate_fast.ipynb #31f83dc2
+def dask_parts(ddf, columns:list) -> list:
+    "The partitions of `ddf[columns]` as delayed objects, as many and as big as `ddf`'s (only `columns` are read)."
+    import dask
+    with dask.config.set({'optimization.tune.active': False}):  # else reading fewer columns merges Parquet files into bigger partitions
+        return (ddf[columns] if columns else ddf).to_delayed()
+
+def _piece(part:dict, i:int, j:int, ranges:int):
+    "The keys of expectation `i` in partition result `part` falling in key range `j` of `ranges` (None if its partial failed)."
+    import numpy as np
+    keys = part[i].get('keys')
+    if keys is None: return None
+    lo, hi = (int(np.searchsorted(keys, np.uint64((2**64 * x)//ranges))) if x < ranges else len(keys) for x in (j, j + 1))
+    return keys[lo:hi]
+
+def _slim(part:dict) -> dict:
+    "A partition's partials without their keys: what the client receives."
+    return {i: {k: v for k, v in p.items() if k != 'keys'} for i, p in part.items()}
+
+def dask_partials(ddf,                 # a Dask or dask-cuDF frame
+                  fast:list,           # (position, Expectation) pairs with a fast path
+                  partials,            # (partition, fast) -> {position: partial}
+                  ranges:int|None=None # key ranges of the global steps (default: one per 4 partitions)
+                 ) -> list:
+    "`partials` of every partition, computed on the workers; global steps are combined there by key range, a result `combined`."
+    import dask
+    cols = list(dict.fromkeys(e.kwargs['column'] for _, e in fast if FAST[e.type].partial is not _no_partial and 'column' in e.kwargs))
+    full = [dask.delayed(partials)(p, fast) for p in dask_parts(ddf, cols or list(ddf.columns[:1]))]
+    r = ranges or min(256, max(1, -(-len(full)//4)))
+    glob = [(i, FAST[e.type].combine) for i, e in fast if FAST[e.type].combine is not None]
+    comb = [[dask.delayed(fn)([dask.delayed(_piece)(f, i, j, r) for f in full]) for j in range(r)] for i, fn in glob]
+    parts, comb = dask.compute([dask.delayed(_slim)(f) for f in full], comb)
+    parts = list(parts)
+    for (i, _), c in zip(glob, comb, strict=True):
+        if parts: parts[0][i]['combined'] = list(c)
+    return parts

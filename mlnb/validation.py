@@ -12,7 +12,7 @@ from typing import Optional
 import typer
 from typer.core import TyperGroup
 
-from .validate_fast import FAST, _GX_ONLY_ARGS, _check_args, _close, _of_type
+from .validate_fast import FAST, _GX_ONLY_ARGS, _check_args, _close, _of_type, dask_partials, dask_parts
 
 # %% auto #0
 __all__ = ['META', 'cli', 'SuiteError', 'Expectation', 'Suite', 'load_suite', 'ExpectationResult', 'ValidationResult',
@@ -319,7 +319,7 @@ def _scan_whole(df):
 def _scan_dask(ddf):
     def scan(fn, column, *args):
         import dask
-        return dask.compute(*[dask.delayed(fn)(p, column, *args) for p in ddf[[column]].to_delayed()])
+        return dask.compute(*[dask.delayed(fn)(p, column, *args) for p in dask_parts(ddf, [column])])
     return scan
 
 # %% ../nbs/09_validation.ipynb #39c98f7a
@@ -341,8 +341,7 @@ def evaluate(df,              # a pandas, cuDF, Dask or dask-cuDF frame
         else: out[i] = ExpectationResult(e.type, e.kwargs, False, {}, r, 'fast')
     if fast_ones:
         if lazy:
-            import dask
-            parts = list(dask.compute(*[dask.delayed(_partials)(p, fast_ones) for p in df.to_delayed()]))
+            parts = dask_partials(df, fast_ones, _partials)  # global steps (uniqueness) combined on the workers
             scan = _scan_dask(df)
         else: parts, scan = [_partials(df, fast_ones, whole=True)], _scan_whole(df)
         for i, e in fast_ones:
