@@ -51,6 +51,8 @@ bench: install
 	$(BIN)/python bench/run_overhead.py
 	$(BIN)/python bench/sweep_throughput.py
 	$(BIN)/python bench/pipeline_cache.py
+	$(BIN)/python bench/validate.py
+	$(BIN)/python bench/serve.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

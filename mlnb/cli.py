@@ -261,10 +261,12 @@ def init_cmd(dest:Path=typer.Argument(..., help='Folder for the new project.'),
 @app.command('demo')
 def demo_cmd(dest:Optional[Path]=typer.Argument(None, help='Folder for the demo project (default: a fresh ./mlnb-demo).'),
              rows:int=typer.Option(100_000, help='Subscribers to generate.'),
-             cluster:Optional[str]=typer.Option(None, help='Cluster for the pipeline (default: local).')):
-    "Write the churn project and run its pipeline end to end (ingest, validate, train sweep, evaluate), then again from the cache."
+             cluster:Optional[str]=typer.Option(None, help='Cluster for the pipeline (default: local).'),
+             serve:bool=typer.Option(True, '--serve/--no-serve', help='End by deploying the best model and sending it requests.'),
+             keep_serving:bool=typer.Option(True, '--keep-serving/--stop-serving', help='Leave the demo\'s model server running.')):
+    "Write the churn project; run its pipeline (ingest, validate, train sweep, evaluate), cached, GATED on bad data; deploy the model."
     from mlnb.demo import demo
-    try: results = demo(dest, rows=rows, cluster=cluster, echo=typer.echo)
+    try: results = demo(dest, rows=rows, cluster=cluster, echo=typer.echo, serve=serve, keep_serving=keep_serving)
     except (FileExistsError, ValueError) as e: raise _bad_input(e) from None
     if not all(r.ok for r in results): raise typer.Exit(1)
 
@@ -275,6 +277,9 @@ _LAZY = {  # name: (module, attribute, one-line help shown by `mlnb --help`)
     'scheduler': ('mlnb.schedule', 'scheduler_command', "Run the scheduler in the foreground: fire the project's schedules."),
     'export': ('mlnb.export', 'cli', 'Export pipelines to other orchestrators.'),
     'validate': ('mlnb.validation', 'cli', 'Validate data with Great Expectations suites.'),
+    'registry': ('mlnb.registry', 'cli', 'Registered models: register, promote, roll back, history.'),
+    'serve': ('mlnb.serve', 'serve_command', 'Serve a model over REST (MLflow-compatible /invocations).'),
+    'deploy': ('mlnb.deploy', 'cli', 'Deploy a registered model: a local serving process or Kubernetes manifests.'),
 }
 
 def _load_lazy(name:str):
@@ -285,6 +290,7 @@ def _load_lazy(name:str):
     except ImportError as e:
         raise Fail(f"'mlnb {name}' cannot load: {e}. Reinstall mlnb with its dependencies (pip install mlnb).") from None
     if not isinstance(obj, typer.Typer): obj = _single(obj, name)  # a command function
+    obj._add_completion = False  # a sub-command: shell completion is the top command's business (and it is off)
     cmd = typer.main.get_command(obj)
     cmd.name = name
     return cmd

@@ -43,9 +43,11 @@ def fresh_folder(base='mlnb-demo') -> Path:
 def demo(dest=None,                # the folder for the demo project; default a fresh ./mlnb-demo
          rows:int=100_000,         # subscribers to generate
          cluster:str|None=None,    # cluster for the pipeline's Runs; default the project's (local)
-         echo=print                # where progress goes
+         echo=print,               # where progress goes
+         serve:bool=True,          # end by deploying the best model and sending it requests
+         keep_serving:bool=True,   # leave the server running (stop it with `mlnb deploy stop churn`)
         ) -> list:
-    "Write the churn project; run its pipeline (ingest, validate, train sweep, evaluate), again (cached), on corrupted data (GATED)."
+    "Write the churn project; run its pipeline (ingest, validate, train sweep, evaluate), cached, on corrupted data (GATED); deploy."
     from mlnb.pipeline import run_pipeline
     dest = init_project(dest or fresh_folder())
     echo(f'mlnb demo: churn project written to {dest}')
@@ -73,6 +75,27 @@ def demo(dest=None,                # the folder for the demo project; default a 
     echo('\n  back to the clean export: ingest re-runs, its table is the same as before, so the rest comes from the cache ...')
     restored = run_pipeline('churn', dest, params={'ingest': {'rows': rows}}, cluster=cluster, trigger='demo', echo=echo)
     echo(f'  {restored.status}: ran {", ".join(restored.executed)}; cached {", ".join(restored.cached)}')
+    if serve and restored.ok: _deploy_best(dest, train, keep_serving, echo)
     echo(f'\nOpen the MLflow UI on this project:  mlnb ui --project {dest}')
     echo(f'See what a run would redo:           mlnb pipeline show churn --project {dest}')
     return [first, second, restored] + ([] if gated.status == 'GATED' else [gated])
+
+# %% ../nbs/16a_demo.ipynb #3584d015
+def _deploy_best(dest:Path, train:dict, keep_serving:bool, echo):
+    "Register the selected model as `churn`, make it champion, serve it locally and send it a few real subscribers."
+    import httpx, pandas as pd
+    from mlnb import deploy, registry
+    echo('\n  deploying the best model: register it, make it champion, serve it on 127.0.0.1 ...')
+    mv = registry.register(train['model_uri'], 'churn', project=dest, alias='champion')
+    echo(f"  registered churn version {mv.version} from run {mv.run_id}; champion -> version {mv.version}")
+    dep = deploy.deploy('churn', project=dest)
+    echo(f'  serving churn version {dep.version} at {dep.url} (pid {dep.pid}, log {dep.log})')
+    df = pd.read_parquet(dest/'data'/'subscribers.parquet').head(5)
+    rows = df.drop(columns=['churn', 'subscriber_id'])
+    body = {'dataframe_split': {'columns': list(rows.columns), 'data': rows.astype(object).values.tolist()}}
+    r = httpx.post(f'{dep.url}/invocations', json=body, timeout=30)
+    r.raise_for_status()
+    echo(f"  POST /invocations with 5 subscribers -> {r.json()['predictions']} (actual churn {df['churn'].tolist()}), "
+         f"answered by version {r.headers.get('x-model-version')}")
+    if keep_serving: echo(f'  the server keeps running; stop it with:  mlnb deploy stop churn --project {dest}')
+    else: deploy.stop('churn', project=dest); echo('  server stopped')

@@ -1,5 +1,7 @@
 """`mlnb demo` end to end: the churn pipeline runs (ingest, validate, train sweep, evaluate), is tracked, its model loads,
 and the second run comes entirely from the cache."""
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,14 +12,17 @@ from mlflow import MlflowClient
 
 def test_demo(tmp_path):
     dest = tmp_path/'demo'
-    p = subprocess.run([str(Path(sys.executable).parent/'mlnb'), 'demo', str(dest), '--rows', '20000'], capture_output=True,
-                       text=True, timeout=900)
+    p = subprocess.run([str(Path(sys.executable).parent/'mlnb'), 'demo', str(dest), '--rows', '20000', '--stop-serving'],
+                       capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stdout + p.stderr
     out = p.stdout
     assert 'pipeline churn: FINISHED' in out and 'best: ' in out and 'mlnb ui --project' in out
     assert 'second run: FINISHED, 4 of 4 steps cached' in out, out
     assert 'corrupted data: pipeline GATED' in out and 'expect_column_values_to_be_in_set' in out, out
     assert 'FINISHED: ran ingest; cached validate, train, evaluate' in out, out
+    # the demo ends deployed: the selected model registered as churn@champion, served, answering real requests, then stopped
+    assert 'registered churn version 1' in out and 'POST /invocations with 5 subscribers -> [' in out, out
+    assert 'answered by version 1' in out and 'server stopped' in out, out
     c = MlflowClient(f"sqlite:///{dest/'.mlnb'/'mlflow.db'}")
     exp = c.get_experiment_by_name('churn')
     runs = c.search_runs([exp.experiment_id])
@@ -58,3 +63,13 @@ def test_demo(tmp_path):
     model = mlflow.pyfunc.load_model(f'runs:/{best.info.run_id}/model')
     pred = model.predict(df.drop(columns=['churn', 'subscriber_id']).head(50))
     assert len(pred) == 50 and set(pd.Series(pred).unique()) <= {0, 1}
+    mv = c.get_model_version_by_alias('churn', 'champion')
+    assert str(mv.version) == '1' and mv.run_id == best.info.run_id
+    dep = json.loads((dest/'.mlnb'/'serving'/'churn'/'deployment.json').read_text())
+    assert dep['pid'] and not _alive(dep['pid'])  # --stop-serving left no server behind
+
+
+def _alive(pid: int) -> bool:
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    return True
