@@ -1,7 +1,7 @@
 """`mlnb demo` end to end: the churn pipeline runs (ingest, validate, train sweep, evaluate), is tracked, its model loads,
 and the second run comes entirely from the cache."""
 import json
-import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -65,11 +65,13 @@ def test_demo(tmp_path):
     assert len(pred) == 50 and set(pd.Series(pred).unique()) <= {0, 1}
     mv = c.get_model_version_by_alias('churn', 'champion')
     assert str(mv.version) == '1' and mv.run_id == best.info.run_id
+    pid = int(re.search(r'serving churn version 1 at http://127\.0\.0\.1:\d+ \(pid (\d+),', out).group(1))
     dep = json.loads((dest/'.mlnb'/'serving'/'churn'/'deployment.json').read_text())
-    assert dep['pid'] and not _alive(dep['pid'])  # --stop-serving left no server behind
+    assert dep['pid'] is None and not _alive(pid)  # --stop-serving left no server behind
 
 
 def _alive(pid: int) -> bool:
-    try: os.kill(pid, 0)
-    except ProcessLookupError: return False
-    return True
+    "A running process (a zombie waiting for its parent to reap it counts as gone)."
+    import psutil
+    try: return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess: return False
