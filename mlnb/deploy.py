@@ -426,10 +426,9 @@ cli = typer.Typer(cls=_DefaultUp, no_args_is_help=True, rich_markup_mode=None,
 _PROJECT = typer.Option(None, '--project', help='Project folder (default: the nearest with mlnb.yaml).')
 
 def _fail(msg, code:int=2):
-    lines = str(msg).split('\n')
-    typer.echo(f"mlnb: error: {' '.join(lines[0].split())}", err=True)
-    for line in lines[1:]: typer.echo(line, err=True)
-    raise typer.Exit(code)
+    from mlnb.cli import Fail
+    first, *rest = str(msg).split('\n')  # a log's tail stays one line per line
+    raise Fail('\n'.join([' '.join(first.split()), *rest]), code)
 
 @contextmanager
 def _errors():

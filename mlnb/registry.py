@@ -372,8 +372,8 @@ cli = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help='The model r
 _PROJECT = typer.Option(None, '--project', help='Project folder (default: the nearest with mlnb.yaml).')
 
 def _fail(msg, code:int=2):
-    typer.echo(f"mlnb: error: {' '.join(str(msg).split())}", err=True)
-    raise typer.Exit(code)
+    from mlnb.cli import Fail
+    raise Fail(' '.join(str(msg).split()), code)
 
 @contextmanager
 def _errors():

@@ -436,8 +436,8 @@ def _app_from_env() -> ModelServer:
 
 # %% ../nbs/11_serve.ipynb #b5eb81e3
 def _fail(msg:str):
-    typer.echo(f'mlnb: error: {msg}', err=True)
-    raise typer.Exit(2)
+    from mlnb.cli import Fail
+    raise Fail(msg)
 
 def _check_model(target:Target, tracking_uri:str):
     "Fail early, with a hint, when a registered model or its alias does not exist."
