@@ -45,7 +45,7 @@ def main():
     a = ap.parse_args()
     import nbformat
     from mlnb.demo import init_project
-    from mlnb.pipeline import run_pipeline
+    from mlnb.pipeline.runner import run_pipeline
     with tempfile.TemporaryDirectory() as d:
         proj = init_project(Path(d)/'churn')
         params = {'ingest': {'rows': a.rows}}

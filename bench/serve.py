@@ -106,7 +106,7 @@ def main():
         logs = {k: open(d / f'{k}.log', 'w') for k in ports}
         cmds = {'mlflow': [str(BIN / 'mlflow'), 'models', 'serve', '-m', uri, '--env-manager', 'local', '-h', '127.0.0.1',
                            '-p', str(ports['mlflow']), '-w', '1'],
-                'mlnb': [sys.executable, '-c', 'from mlnb.serve import main; main()', uri, '--project', str(project),
+                'mlnb': [sys.executable, '-c', 'from mlnb.cli import main; main()', 'serve', uri, '--project', str(project),
                          '--port', str(ports['mlnb']), '--workers', '1', *(['--log-sample', '0'] if a.no_log else [])]}
         procs, start_s, probe = {}, {}, {'mlflow': 'ping', 'mlnb': 'ready'}
         try:

@@ -177,7 +177,8 @@ def fast_contender(path: str, entries: list) -> dict:
     t = time.perf_counter()
     import pandas as pd
 
-    from mlnb.validation import load_suite, validate
+    from mlnb.validation.core import validate
+    from mlnb.validation.suite import load_suite
     out = {'import_s': time.perf_counter() - t}
     s = load_suite(entries)
     t = time.perf_counter()
@@ -196,13 +197,15 @@ def dask_contender(path: str, entries: list, workers: int) -> dict:
     import dask.dataframe as dd
     from distributed import Client, LocalCluster
 
-    from mlnb.validation import load_suite, validate
+    from mlnb.validation.core import validate
+    from mlnb.validation.suite import load_suite
     out = {'import_s': time.perf_counter() - t}
     s = load_suite(entries)
     t = time.perf_counter()
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
     client = Client(cluster)
-    client.run(lambda: [__import__(m) for m in ('pandas', 'pyarrow.dataset', 'dask.dataframe', 'mlnb.validation')])  # imports: not timed
+    mods = ('pandas', 'pyarrow.dataset', 'dask.dataframe', 'mlnb.validation.core')
+    client.run(lambda: [__import__(m) for m in mods])  # imports: not timed
     out['cluster_start_s'] = time.perf_counter() - t
     try:
         t = time.perf_counter()

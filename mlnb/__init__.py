@@ -7,7 +7,7 @@ _lazy = {
     'log_artifact': 'mlnb.track', 'active_run_id': 'mlnb.track',
     'run': 'mlnb.runs', 'RunResult': 'mlnb.execute', 'RunRequest': 'mlnb.execute',
     'load_config': 'mlnb.config', 'notebook_params': 'mlnb.params',
-    'validate': 'mlnb.validation', 'ValidationFailed': 'mlnb.validation', 'run_pipeline': 'mlnb.pipeline',
+    'validate': 'mlnb.validation.core', 'ValidationFailed': 'mlnb.validation.core', 'run_pipeline': 'mlnb.pipeline.runner',
 }
 __all__ = ['__version__', *_lazy]
 

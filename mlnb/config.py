@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Literal
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
+from .errors import MlnbError
+
 # %% auto #0
 __all__ = ['STATE_DIR', 'PROJECT_FILE', 'SITE_SECTION', 'ConfigError', 'Settings', 'ProjectFile', 'site_settings_path',
            'read_site_settings', 'read_project_file', 'read_env', 'find_project', 'Config', 'load_config']
@@ -19,7 +21,7 @@ STATE_DIR = '.mlnb'          # the folder inside a project where mlnb keeps its 
 PROJECT_FILE = 'mlnb.yaml'   # the project file that marks a project's root
 SITE_SECTION = 'mlnb'        # the INI section of the site settings file
 
-class ConfigError(ValueError):
+class ConfigError(MlnbError, ValueError):
     "A settings file, environment variable or flag has a bad value: the message names where, the field and why."
 
 # %% ../nbs/00_config.ipynb #c685158f
@@ -87,7 +89,8 @@ def site_settings_path() -> Path|None:
         if p.is_file(): return p
     return None
 
-def read_site_settings(path:Path|None) -> dict:
+def read_site_settings(path:Path|None # the INI file, or None for no site settings
+                      ) -> dict:
     "Settings set by the INI file at `path` (section `[mlnb]`; an empty value means unset)."
     if path is None: return {}
     cp = configparser.ConfigParser(interpolation=None)
@@ -98,7 +101,8 @@ def read_site_settings(path:Path|None) -> dict:
     return _check(Settings, data, str(path))
 
 # %% ../nbs/00_config.ipynb #54f20fb9
-def read_project_file(path:Path) -> dict:
+def read_project_file(path:Path # the project's `mlnb.yaml`
+                     ) -> dict:
     "Settings set by a project's `mlnb.yaml` at `path`."
     import yaml
     try: data = yaml.safe_load(Path(path).read_text(encoding='utf-8'))
@@ -111,7 +115,8 @@ def read_project_file(path:Path) -> dict:
     return _check(ProjectFile, data, str(path))
 
 # %% ../nbs/00_config.ipynb #a335b0bc
-def read_env(environ:dict|None=None) -> dict:
+def read_env(environ:dict|None=None # the environment to read; default `os.environ`
+            ) -> dict:
     "Settings set by `MLNB_<FIELD>` environment variables (other `MLNB_*` variables are mlnb's own and ignored here)."
     environ = os.environ if environ is None else environ
     data, keys = {}, {}
@@ -121,7 +126,8 @@ def read_env(environ:dict|None=None) -> dict:
     return _check(Settings, data, 'environment', keys)
 
 # %% ../nbs/00_config.ipynb #865f02ae
-def find_project(start:str|Path|None=None) -> Path|None:
+def find_project(start:str|Path|None=None # a folder or a file to start from; default the working directory
+                ) -> Path|None:
     "The nearest folder at or above `start` (default: the working directory) holding an `mlnb.yaml`."
     p = Path(start or os.getcwd()).expanduser().resolve()
     if p.is_file(): p = p.parent

@@ -7,6 +7,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from .errors import NotFound, UsageError
+
 # %% auto #0
 __all__ = ['TEMPLATES', 'templates', 'init_project', 'fresh_folder', 'demo']
 
@@ -21,18 +23,19 @@ def init_project(dest,                 # the folder to write the project into (c
                  template:str='churn'  # the template's name
                 ) -> Path:
     "Write a new project from a template; refuses to overwrite any existing file."
-    if template not in templates(): raise ValueError(f"unknown template {template!r}; known: {', '.join(templates())}")
+    if template not in templates(): raise NotFound(f"unknown template {template!r}; known: {', '.join(templates())}")
     src, dest = TEMPLATES/template, Path(dest).expanduser().resolve()
     files = [p for p in src.rglob('*') if p.is_file() and '__pycache__' not in p.parts and '.ipynb_checkpoints' not in p.parts]
     clash = [str(p.relative_to(src)) for p in files if (dest/p.relative_to(src)).exists()]
-    if clash: raise FileExistsError(f"{dest} already has {', '.join(sorted(clash))}; nothing was written (choose an empty folder)")
+    if clash: raise UsageError(f"{dest} already has {', '.join(sorted(clash))}; nothing was written (choose an empty folder)")
     for p in files:
         (dest/p.relative_to(src)).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(p, dest/p.relative_to(src))
     return dest
 
 # %% ../nbs/16a_demo.ipynb #d631bd93
-def fresh_folder(base='mlnb-demo') -> Path:
+def fresh_folder(base='mlnb-demo' # the folder name to start from
+                ) -> Path:
     "`base`, or `base-2`, `base-3`... : the first that does not exist yet."
     p, i = Path(base), 1
     while p.exists(): i += 1; p = Path(f'{base}-{i}')
@@ -48,7 +51,7 @@ def demo(dest=None,                # the folder for the demo project; default a 
          keep_serving:bool=True,   # leave the server running (stop it with `mlnb deploy stop churn`)
         ) -> list:
     "Write the churn project; run its pipeline (ingest, validate, train sweep, evaluate), cached, on corrupted data (GATED); deploy."
-    from mlnb.pipeline import run_pipeline
+    from mlnb.pipeline.runner import run_pipeline
     dest = init_project(dest or fresh_folder())
     echo(f'mlnb demo: churn project written to {dest}')
     echo('  mlnb pipeline run churn: ingest -> validate (gate) -> train (sweep, best auc) -> evaluate')
@@ -80,15 +83,15 @@ def demo(dest=None,                # the folder for the demo project; default a 
     echo(f'See what a run would redo:           mlnb pipeline show churn --project {dest}')
     return [first, second, restored] + ([] if gated.status == 'GATED' else [gated])
 
-# %% ../nbs/16a_demo.ipynb #3584d015
 def _deploy_best(dest:Path, train:dict, keep_serving:bool, echo):
     "Register the selected model as `churn`, make it champion, serve it locally and send it a few real subscribers."
     import httpx, pandas as pd
-    from mlnb import deploy, registry
+    from mlnb import registry
+    from mlnb.deploy import local
     echo('\n  deploying the best model: register it, make it champion, serve it on 127.0.0.1 ...')
     mv = registry.register(train['model_uri'], 'churn', project=dest, alias='champion')
     echo(f"  registered churn version {mv.version} from run {mv.run_id}; champion -> version {mv.version}")
-    dep = deploy.deploy('churn', project=dest)
+    dep = local.deploy('churn', project=dest)
     echo(f'  serving churn version {dep.version} at {dep.url} (pid {dep.pid}, log {dep.log})')
     df = pd.read_parquet(dest/'data'/'subscribers.parquet').head(5)
     rows = df.drop(columns=['churn', 'subscriber_id'])
@@ -98,4 +101,4 @@ def _deploy_best(dest:Path, train:dict, keep_serving:bool, echo):
     echo(f"  POST /invocations with 5 subscribers -> {r.json()['predictions']} (actual churn {df['churn'].tolist()}), "
          f"answered by version {r.headers.get('x-model-version')}")
     if keep_serving: echo(f'  the server keeps running; stop it with:  mlnb deploy stop churn --project {dest}')
-    else: deploy.stop('churn', project=dest); echo('  server stopped')
+    else: local.stop('churn', project=dest); echo('  server stopped')

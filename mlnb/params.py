@@ -9,15 +9,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .errors import MlnbError, NotFound, UsageError
+
 # %% auto #0
 __all__ = ['ANY', 'MASK', 'ParameterError', 'PType', 'parse_annotation', 'Param', 'parse_parameters', 'NotebookParams',
-           'read_notebook_json', 'notebook_params', 'coerce', 'did_you_mean', 'validate', 'is_secret', 'mask',
-           'describe']
+           'read_notebook_json', 'notebook_params', 'coerce', 'validate', 'is_secret', 'mask', 'describe']
 
 # %% ../nbs/01_params.ipynb #e97dd710
-class ParameterError(ValueError):
+class ParameterError(MlnbError, ValueError):
     "Parameters that do not fit a notebook: unknown names, wrong types, missing required values."
-    def __init__(self, notebook, problems:list[str]):
+    def __init__(self, notebook,         # the notebook the parameters were for
+                 problems:list[str]): # one line per problem
         self.notebook, self.problems = str(notebook), list(problems)
         n = len(self.problems)
         head = f'{self.notebook}: ' + ('' if n == 1 else f'{n} parameter problems: ')
@@ -56,7 +58,8 @@ def _name(node) -> str|None:
 
 def _is_none(node) -> bool: return isinstance(node, ast.Constant) and node.value is None
 
-def parse_annotation(node:ast.AST) -> PType:
+def parse_annotation(node:ast.AST # an annotation's syntax tree, e.g. `ast.parse('list[int]', mode='eval').body`
+                    ) -> PType:
     "The `PType` of an annotation's syntax tree (no code is evaluated)."
     src = ast.unparse(node)
     if isinstance(node, ast.Constant) and isinstance(node.value, str):  # a string annotation: "int"
@@ -141,7 +144,9 @@ def _comments(src:str) -> dict[int, str]:
     return out
 
 # %% ../nbs/01_params.ipynb #c70da4f8
-def parse_parameters(src:str, where:str='parameters cell') -> dict[str, Param]:
+def parse_parameters(src:str,                    # the source of a `parameters` cell
+                     where:str='parameters cell'  # what errors name (the notebook's path)
+                    ) -> dict[str, Param]:
     "The parameters declared in the source of a `parameters` cell."
     try: tree = ast.parse(src)
     except SyntaxError as e: raise ParameterError(where, [f'the parameters cell has a syntax error at line {e.lineno}: {e.msg}']) from None
@@ -184,16 +189,18 @@ def _source(cell) -> str:
     s = cell.get('source', '')
     return ''.join(s) if isinstance(s, list) else s
 
-def read_notebook_json(path) -> dict:
+def read_notebook_json(path # the notebook's path
+                      ) -> dict:
     "A notebook's JSON; a missing or broken file raises an error naming it."
     p = Path(path)
-    if not p.is_file(): raise FileNotFoundError(f'notebook {p} does not exist')
+    if not p.is_file(): raise NotFound(f'notebook {p} does not exist')
     try: nb = json.loads(p.read_text(encoding='utf-8'))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e: raise ValueError(f'{p} is not a notebook (invalid JSON: {e})') from None
-    if not isinstance(nb, dict) or not isinstance(nb.get('cells'), list): raise ValueError(f'{p} is not a notebook (no cells)')
+    except (json.JSONDecodeError, UnicodeDecodeError) as e: raise UsageError(f'{p} is not a notebook (invalid JSON: {e})') from None
+    if not isinstance(nb, dict) or not isinstance(nb.get('cells'), list): raise UsageError(f'{p} is not a notebook (no cells)')
     return nb
 
-def notebook_params(path) -> NotebookParams:
+def notebook_params(path # the notebook's path
+                   ) -> NotebookParams:
     "Read the parameters of the notebook at `path` (plain JSON: no kernel, no nbformat import)."
     nb = read_notebook_json(path)
     meta = nb.get('metadata', {})
@@ -279,17 +286,15 @@ def _coerce(t:PType, v, raw:bool):
     raise _Bad(f'unsupported type {t}')
 
 # %% ../nbs/01_params.ipynb #e98eaed6
-def coerce(p:Param, value, raw:bool=False):
+def coerce(p:Param,       # the parameter
+           value,         # the value given
+           raw:bool=False # `value` is a string from a command line, to parse
+          ):
     "Coerce `value` to parameter `p`'s type; a misfit raises `ValueError` naming the parameter, the type and the value."
     try: return _coerce(p.type, value, raw)
     except _Bad as e: raise ValueError(f"parameter '{p.name}' expects {p.type}, got {value!r}: {e}") from None
 
 # %% ../nbs/01_params.ipynb #d9bf1408
-def did_you_mean(word, words) -> str:
-    "` (did you mean 'x'?)` for the closest of `words` to `word`, or ''."
-    m = difflib.get_close_matches(word, list(words), n=1)
-    return f' (did you mean {m[0]!r}?)' if m else ''
-
 def validate(spec:NotebookParams, # the notebook's parameters
              given:dict|None,     # name -> value
              raw:bool|set=False   # values are strings from a command line (True), or the set of names whose values are
@@ -319,17 +324,20 @@ def validate(spec:NotebookParams, # the notebook's parameters
 _SECRET_WORDS = {'token', 'password', 'passwd', 'pwd', 'secret', 'key', 'apikey', 'credential', 'credentials', 'auth', 'private'}
 MASK = '****'
 
-def is_secret(name:str) -> bool:
+def is_secret(name:str # a parameter's name
+             ) -> bool:
     "Whether a parameter's name looks like a secret (`api_key`, `dbPassword`, `SECRET`, `hf_token`...)."
     words = re.findall(r'[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])', name)
     return any(w.lower() in _SECRET_WORDS for w in words) or name.lower() in _SECRET_WORDS
 
-def mask(params:dict) -> dict:
+def mask(params:dict # name -> value
+        ) -> dict:
     "`params` with the values of secret-looking names replaced by `****`."
     return {k: (MASK if is_secret(k) and v not in (None, '') else v) for k, v in params.items()}
 
 # %% ../nbs/01_params.ipynb #f8dca5f4
-def describe(spec:NotebookParams) -> str:
+def describe(spec:NotebookParams # what `notebook_params` returns
+            ) -> str:
     "A text table of the parameters, for `mlnb params`."
     if spec.cell_index is None: return f"{spec.notebook}: no cell tagged 'parameters' (the notebook takes no parameters)"
     rows = [('name', 'type', 'default', 'help')]

@@ -10,9 +10,9 @@ from pathlib import Path
 from .params import mask, read_notebook_json
 
 # %% auto #0
-__all__ = ['EVENTS', 'active_run_id', 'log_metric', 'log_metrics', 'log_param', 'log_params', 'log_artifact', 'get_client',
-           'experiment_id', 'notebook_hash', 'git_info', 'start_run', 'run_env', 'EventPump', 'render_html',
-           'finish_run']
+__all__ = ['EVENTS', 'active_run_id', 'bound_dir', 'log_metric', 'log_metrics', 'log_param', 'log_params', 'log_artifact',
+           'sqlite_path', 'get_client', 'experiment_id', 'mlnb_version', 'notebook_hash', 'git_info', 'start_run',
+           'param_str', 'start_parent_run', 'finish_parent_run', 'run_env', 'EventPump', 'render_html', 'finish_run']
 
 # %% ../nbs/03_track.ipynb #7dbdd4a2
 EVENTS = 'events.jsonl'
@@ -26,14 +26,15 @@ def active_run_id(start:bool=False # outside a Run, start the interactive run if
     _start_interactive()
     return _interactive
 
-def _bound_dir() -> Path|None:
+def bound_dir() -> Path|None:
+    "The folder of the Run this process is bound to (a Run's kernel: `mlnb.log_*` writes there), else None."
     d = os.environ.get('MLNB_RUN_DIR')
     return Path(d) if d and os.environ.get('MLNB_RUN_ID') else None
 
 def _emit(event:dict):
     "Append one event to the bound Run's event file."
     line = json.dumps(event, separators=(',', ':'), allow_nan=True) + '\n'
-    with _lock, open(_bound_dir()/EVENTS, 'a', encoding='utf-8') as f: f.write(line)
+    with _lock, open(bound_dir()/EVENTS, 'a', encoding='utf-8') as f: f.write(line)
 
 # %% ../nbs/03_track.ipynb #4273a76a
 def _number(key, value) -> float:
@@ -51,7 +52,7 @@ def log_metric(key:str,            # metric name, e.g. "auc"
     v = _number(key, value)
     if step is not None and (isinstance(step, bool) or not isinstance(step, int)):
         raise TypeError(f'mlnb.log_metric({key!r}, ...): step must be an int, got {step!r}')
-    if _bound_dir(): return _emit({'m': key, 'v': v, 's': step or 0, 't': int(time.time()*1000)})
+    if bound_dir(): return _emit({'m': key, 'v': v, 's': step or 0, 't': int(time.time()*1000)})
     import mlflow
     _start_interactive()
     mlflow.log_metric(key, v, step=step)
@@ -66,7 +67,7 @@ def log_param(key:str, value):
     "Record a parameter of the current Run (a value computed in the notebook, say); secret-looking names are masked."
     if not isinstance(key, str) or not key.strip(): raise ValueError(f'param name must be a non-empty string, got {key!r}')
     value = mask({key: value})[key]
-    if _bound_dir(): return _emit({'p': key, 'v': str(value)})
+    if bound_dir(): return _emit({'p': key, 'v': str(value)})
     import mlflow
     _start_interactive()
     mlflow.log_param(key, value)
@@ -82,7 +83,7 @@ def log_artifact(local_path,               # a file or a folder
     "Attach a file or folder to the current Run (copied at once, so it may change or vanish afterwards)."
     p = Path(local_path)
     if not p.exists(): raise FileNotFoundError(f'mlnb.log_artifact: {p} does not exist')
-    d = _bound_dir()
+    d = bound_dir()
     if d:
         stage = d/'staged'/uuid.uuid4().hex[:12]
         stage.mkdir(parents=True)
@@ -110,7 +111,7 @@ def _start_interactive():
     client = get_client(cfg)
     mlflow.set_tracking_uri(cfg.tracking_uri)
     exp = experiment_id(client, cfg, cfg.experiment)
-    run = mlflow.start_run(experiment_id=exp, tags={'mlnb.trigger': 'interactive', 'mlnb.version': _version()})
+    run = mlflow.start_run(experiment_id=exp, tags={'mlnb.trigger': 'interactive', 'mlnb.version': mlnb_version()})
     _interactive = run.info.run_id
     print(f"mlnb: not inside an mlnb Run; logging to interactive run {run.info.run_name} ({run.info.run_id}) "
           f"in experiment '{cfg.experiment}' at {cfg.tracking_uri}", file=sys.stderr)
@@ -118,15 +119,19 @@ def _start_interactive():
 # %% ../nbs/03_track.ipynb #d70bd1f4
 _ready: set = set()
 
-def _sqlite_path(uri:str) -> Path|None:
+def sqlite_path(uri:str  # a tracking URI
+               ) -> Path|None:
+    "The database file of a `sqlite:///` tracking URI, or None for any other store."
     return Path(uri[len('sqlite:///'):].split('?')[0]) if uri.startswith('sqlite:///') else None
 
 def get_client(cfg):
     "An `MlflowClient` on the project's store, creating and tuning the store the first time."
     from mlflow import MlflowClient
+    from mlnb.execute import quiet_logs
+    quiet_logs('mlflow.store.db.utils', 'alembic')  # 'Creating initial MLflow database tables...' (`--verbose` shows it)
     uri = cfg.tracking_uri
     if uri in _ready: return MlflowClient(uri)
-    db = _sqlite_path(uri)
+    db = sqlite_path(uri)
     if db is None:
         client = MlflowClient(uri)
     else:
@@ -162,7 +167,8 @@ def experiment_id(client, cfg, name:str) -> str:
         return exp.experiment_id
 
 # %% ../nbs/03_track.ipynb #a4b892fe
-def _version() -> str:
+def mlnb_version() -> str:
+    "The version of mlnb, as every run records it in its `mlnb.version` tag."
     from mlnb import __version__
     return __version__
 
@@ -198,7 +204,7 @@ def start_run(client, cfg, request, # the `RunRequest`
     except ValueError: rel = str(nb)
     exp = experiment_id(client, cfg, request.experiment or cfg.experiment)
     tags = {'mlflow.source.name': rel, 'mlflow.source.type': 'NOTEBOOK', 'mlnb.notebook': rel,
-            'mlnb.notebook_hash': notebook_hash(nb), 'mlnb.version': _version(), 'mlnb.trigger': request.trigger,
+            'mlnb.notebook_hash': notebook_hash(nb), 'mlnb.version': mlnb_version(), 'mlnb.trigger': request.trigger,
             'mlnb.engine': request.engine, **git_info(nb), **{k: str(v) for k, v in request.tags.items()}}
     if request.kernel: tags['mlnb.kernel'] = request.kernel
     if request.parent_run_id: tags['mlflow.parentRunId'] = request.parent_run_id
@@ -212,7 +218,7 @@ def start_run(client, cfg, request, # the `RunRequest`
             return prior.info.run_id, exp
         tags.update({'mlnb.run_key': request.run_key, 'mlnb.attempts': '1'})
     run = client.create_run(exp, start_time=int(time.time()*1000), tags=tags, run_name=nb.stem)
-    params = [Param(k, _param_str(v)) for k, v in mask(request.parameters).items()]
+    params = [Param(k, param_str(v)) for k, v in mask(request.parameters).items()]
     for i in range(0, len(params), 100): client.log_batch(run.info.run_id, params=params[i:i+100])
     return run.info.run_id, exp
 
@@ -222,9 +228,51 @@ def _run_by_key(client, exp:str, key:str):
     hits = client.search_runs([exp], filter_string=f"tags.`mlnb.run_key` = '{k}'", max_results=2)
     return hits[0] if hits else None
 
-def _param_str(v) -> str:
+def param_str(v # any parameter value
+             ) -> str:
+    "A parameter value as MLflow stores it: a string as it is, anything else as JSON, cut to MLflow's limit."
     s = v if isinstance(v, str) else json.dumps(v, default=str)
     return s if len(s) <= 6000 else s[:5990] + '...'
+
+# %% ../nbs/03_track.ipynb #0d79887f
+def start_parent_run(cfg,                         # the project's `ProjectConfig`
+                     kind:str,                    # 'sweep' or 'pipeline': the `mlnb.kind` tag, and the run name's prefix
+                     name:str,                    # what it runs (a notebook's stem, a pipeline's name): the run is `KIND-NAME`
+                     tags:dict|None=None,         # more tags; they win over `mlnb.kind` and `mlnb.version`
+                     params:dict|None=None,       # what it was asked to do, as MLflow params (values through `param_str`)
+                     experiment:str|None=None,    # the experiment; default the project's
+                     parent_run_id:str|None=None  # its own parent (a sweep that is a pipeline's step)
+                    ) -> str:
+    "Create the parent MLflow run of a sweep or a pipeline, whose Runs are its children; return its id."
+    from mlflow.entities import Param
+    client = get_client(cfg)
+    cfg.ensure_state()
+    exp = experiment_id(client, cfg, experiment or cfg.experiment)
+    tags = {'mlnb.kind': kind, 'mlnb.version': mlnb_version(), **(tags or {})}
+    if parent_run_id: tags['mlflow.parentRunId'] = parent_run_id
+    run = client.create_run(exp, start_time=int(time.time()*1000), run_name=f'{kind}-{name}', tags=tags)
+    ps = [Param(k, param_str(v)) for k, v in (params or {}).items()]
+    for i in range(0, len(ps), 100): client.log_batch(run.info.run_id, params=ps[i:i+100])
+    return run.info.run_id
+
+def finish_parent_run(cfg,                     # the project's `ProjectConfig`
+                      run_id:str,              # what `start_parent_run` returned
+                      status:str,              # FINISHED or FAILED
+                      metrics:dict|None=None,  # name -> number: counts, the best point's metric
+                      tags:dict|None=None,     # name -> text
+                      files:dict|None=None     # artifact file name -> its text: a results table, a summary
+                     ):
+    "Record how a sweep or a pipeline ended on its parent run: metrics, tags and files, then its status."
+    from mlflow.entities import Metric, RunTag
+    client, now = get_client(cfg), int(time.time()*1000)
+    client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in (metrics or {}).items()],
+                     tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()])
+    d = cfg.runs_dir/run_id
+    for fname, text in (files or {}).items():
+        d.mkdir(parents=True, exist_ok=True)
+        (d/fname).write_text(text, encoding='utf-8')
+        client.log_artifact(run_id, str(d/fname))
+    client.set_terminated(run_id, status, int(time.time()*1000))
 
 # %% ../nbs/03_track.ipynb #fba9ac1c
 def run_env(cfg, run_id:str, exp_id:str, run_dir:Path) -> dict:
@@ -281,7 +329,7 @@ def _drain(self:EventPump):
     for m in metrics: self.last[m.key] = m.value
     for i in range(0, len(metrics), 1000): self.client.log_batch(self.run_id, metrics=metrics[i:i+1000])
     for e in (e for e in events if 'p' in e):
-        try: self.client.log_batch(self.run_id, params=[Param(e['p'], _param_str(e['v']))])
+        try: self.client.log_batch(self.run_id, params=[Param(e['p'], param_str(e['v']))])
         except MlflowException as ex: self.warnings.append(f"param {e['p']!r} not recorded: {str(ex).splitlines()[0][:200]}")
     for e in (e for e in events if 'a' in e):
         src = Path(e['a'])
@@ -305,7 +353,11 @@ def render_html(nb_path:Path) -> Path:
     return out
 
 # %% ../nbs/03_track.ipynb #7eb5fea2
-def finish_run(client, result, pump:EventPump|None=None, html:bool=True) -> dict:
+def finish_run(client,                    # an `MlflowClient` on the Run's store
+               result,                    # the Run's `RunResult`, with its MLflow run id
+               pump:EventPump|None=None,  # the Run's event pump: stopped, and what is left of its events sent
+               html:bool=True             # also attach the executed notebook rendered as HTML
+              ) -> dict:
     "Record how `result` (a `RunResult`) ended: events, the executed notebook and its HTML, status tags; return its metrics."
     from mlflow.entities import RunTag
     warnings = []

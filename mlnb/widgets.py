@@ -192,7 +192,7 @@ class DeployButton(w.VBox):
                  metric:str|None=None,        # for a sweep: the metric that picks the best run
                  mode:str='max',              # for a sweep: 'max' or 'min'
                  project=None,                # the project folder
-                 **deploy_kwargs):            # passed to `mlnb.deploy.deploy` (port, workers, token, ...)
+                 **deploy_kwargs):            # passed to `mlnb.deploy.local.deploy` (port, workers, token, ...)
         from mlnb.registry import check_alias, check_name
         self.run, self.name, self.alias = run, check_name(name), check_alias(alias)
         self.metric, self.mode, self.project, self.deploy_kwargs = metric, mode, project, deploy_kwargs
@@ -232,7 +232,8 @@ class DeployButton(w.VBox):
         return self.thread
 
     def _work(self):
-        from mlnb import deploy, registry
+        from mlnb import registry
+        from mlnb.deploy import local
         try:
             self._say('registering…')
             mv = registry.register(self.run, self.name, project=self.project, metric=self.metric, mode=self.mode)
@@ -241,7 +242,7 @@ class DeployButton(w.VBox):
             move = registry.promote(self.name, mv.version, self.alias, project=self.project, quiet=True)
             self._say(move.describe())
             self._say('starting the server…')
-            self.deployment = dep = deploy.deploy(self.name, self.alias, project=self.project, **self.deploy_kwargs)
+            self.deployment = dep = local.deploy(self.name, self.alias, project=self.project, **self.deploy_kwargs)
             self._say(f'serving {self.name} version {dep.version} at {dep.url} (pid {dep.pid})')
             self.endpoint.value = (f"<div>Endpoint: <a href='{_esc(dep.url)}/version' target='_blank'>{_esc(dep.url)}</a>"
                                    f"<pre>curl -s {_esc(dep.url)}/invocations -H 'Content-Type: application/json' "

@@ -64,3 +64,39 @@ def check_failed_run(res, project, code: str, reason: str, ename: str, evalue: s
     run = MlflowClient(res.tracking_uri).get_run(res.run_id)
     assert run.info.status == 'FAILED'
     return onb, run
+
+
+def free_port() -> int:
+    "A TCP port on 127.0.0.1 that nothing listens on now."
+    import socket
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str | None, proc=None, port: int | None = None, timeout: float = 90, ok=(200,)) -> int:
+    """Wait until `url` answers one of `ok` (or, with no url, until `port` accepts connections); fails at once if `proc`
+    exits. Returns the status seen."""
+    import socket, time, urllib.error, urllib.request
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if proc is not None and proc.poll() is not None: raise RuntimeError(f'server exited with {proc.returncode}')
+        try:
+            if url is None:
+                socket.create_connection(('127.0.0.1', port), timeout=2).close(); return 0
+            with urllib.request.urlopen(url, timeout=5) as r:
+                if r.status in ok: return r.status
+        except urllib.error.HTTPError as e:
+            if e.code in ok: return e.code
+        except OSError: pass
+        time.sleep(0.2)
+    raise TimeoutError(f'{url or port} did not answer in {timeout:.0f}s')
+
+
+@pytest.fixture(scope='module')
+def dask_client():
+    "A real two-worker Dask LocalCluster for a test module; closed (cluster included) after it."
+    from mlnb.cluster import connect
+    client = connect('local', n_workers=2)
+    yield client
+    client.close()

@@ -2,15 +2,13 @@
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import make_notebook
+from conftest import free_port, make_notebook, wait_http
 
 
 def mlnb(*args, cwd=None, timeout=300):
@@ -29,18 +27,28 @@ def test_help_imports_nothing_heavy():
     p = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=60)
     assert p.stdout.strip() == '[]'
     # the other modules' command groups are listed with their help, but imported only when run
-    code = ('import sys\nfrom mlnb.cli import main, _LAZY\ntry: main(["--help"])\nexcept SystemExit: pass\n'
-            'print("LOADED", sorted({m for m, _, _ in _LAZY.values()} & set(sys.modules)))')
+    code = ('import sys\nfrom mlnb.cli import main\nfrom mlnb.cli.core import LAZY\ntry: main(["--help"])\nexcept SystemExit: pass\n'
+            'print("LOADED", sorted({m for m, _, _ in LAZY.values()} & set(sys.modules)))')
     p = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=60)
     assert 'LOADED []' in p.stdout, p.stdout + p.stderr
-    from mlnb.cli import _LAZY
-    for name, (_, _, help) in _LAZY.items(): assert f'  {name} ' in p.stdout and help.split()[0] in p.stdout
+    from mlnb.cli.core import LAZY
+    for name, (_, _, help) in LAZY.items(): assert f'  {name} ' in p.stdout and help.split()[0] in p.stdout
+
+
+def test_lazy_help_is_the_commands_own():
+    "`mlnb --help` shows LAZY's line without loading a command; it must be the first line of the command's own help."
+    from mlnb.cli.core import LAZY, load_command
+    wrong = []
+    for name, (_, _, help) in LAZY.items():
+        own = (load_command(name).help or '').strip().split('\n')[0].strip()
+        if own != help: wrong.append(f'mlnb {name}: LAZY says {help!r}, the command says {own!r}')
+    assert not wrong, '\n'.join(wrong)
 
 
 def test_every_command_group_loads():
     "Each lazily loaded command answers --help with its own usage line (a missing module or attribute fails here)."
-    from mlnb.cli import _LAZY
-    for name in _LAZY:
+    from mlnb.cli.core import LAZY
+    for name in LAZY:
         p = mlnb(name, '--help', timeout=120)
         assert p.returncode == 0 and f'Usage: mlnb {name}' in p.stdout, (name, p.stdout, p.stderr)
     p = mlnb('nosuchcommand')
@@ -130,27 +138,17 @@ def test_config_and_bad_project_file(project, monkeypatch):
     assert f"{project/'mlnb.yaml'}: timeout: Input should be a valid number" in r.stderr
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
 def test_ui_serves_the_project_store(project):
     nb = make_notebook(project/'nb.ipynb', 'x = 1')
     assert mlnb('run', nb, cwd=project).returncode == 0
-    port = _free_port()
+    port = free_port()
     p = subprocess.Popen([str(Path(sys.executable).parent/'mlnb'), 'ui', '--port', str(port)], cwd=project,
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    url = f'http://127.0.0.1:{port}/api/2.0/mlflow/experiments/search?max_results=10'
     try:
-        deadline, body = time.time() + 120, None
-        while time.time() < deadline and body is None:
-            if p.poll() is not None: pytest.fail(f'mlnb ui exited: {p.stdout.read()}')
-            try:
-                with urllib.request.urlopen(f'http://127.0.0.1:{port}/api/2.0/mlflow/experiments/search?max_results=10', timeout=5) as r:
-                    body = json.load(r)
-            except OSError: time.sleep(1)
-        assert body is not None, 'the MLflow UI did not answer within 120 s'
+        try: wait_http(url, proc=p, timeout=120)
+        except RuntimeError: pytest.fail(f'mlnb ui exited: {p.stdout.read()}')
+        with urllib.request.urlopen(url, timeout=10) as r: body = json.load(r)
         assert 'testproj' in [e['name'] for e in body['experiments']]
         with urllib.request.urlopen(f'http://127.0.0.1:{port}/', timeout=10) as r:
             assert r.status == 200 and b'<html' in r.read().lower()

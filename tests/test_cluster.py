@@ -12,6 +12,7 @@ import pytest
 from conftest import need
 
 from mlnb import cluster as C
+from mlnb.errors import MlnbError
 
 DASK = Path(sys.executable).parent/'dask'
 
@@ -90,9 +91,11 @@ def test_external_scheduler(tmp_path):
 def test_unreachable_scheduler_fails_fast():
     "Nothing listens on port 1: a ClusterError that says what to check, within the default timeout."
     t = time.monotonic()
-    with pytest.raises(C.ClusterError, match=r'cannot reach the Dask scheduler at tcp://127\.0\.0\.1:1: .* is `dask scheduler` running'):
+    with pytest.raises(C.ClusterError,
+                       match=r'cannot reach the Dask scheduler at tcp://127\.0\.0\.1:1: .* is `dask scheduler` running') as e:
         C.connect('tcp://127.0.0.1:1')
     assert time.monotonic() - t < 15
+    assert (e.value.exit_code, e.value.http_status) == (2, 503)  # `mlnb: error: ...` exit 2; a server answers 503
 
 
 def test_cuda_and_auto_without_gpu():
@@ -120,6 +123,7 @@ def test_unknown_spec():
     msg = str(e.value)
     assert "unknown cluster 'kubernetes'" in msg and 'tcp://host:port' in msg
     assert all(n in msg for n in ('local', 'cuda', 'gateway', 'auto'))
+    assert isinstance(e.value, C.ClusterError) and isinstance(e.value, MlnbError) and e.value.exit_code == 2
 
 
 FAKE_DASK_CUDA = '''

@@ -1,4 +1,4 @@
-"mlnb.deploy and mlnb.deploy_k8s: Kubernetes manifests that parse and hang together, stale state, and a real local deployment end to end."
+"mlnb.deploy.local and mlnb.deploy.k8s: Kubernetes manifests that parse and hang together, stale state, a real local deployment end to end."
 import importlib.util
 import json
 import os
@@ -15,8 +15,11 @@ from conftest import need
 from test_registry import copy_store, log_models, model_store  # noqa: F401 -- the session's store of logged models
 from typer.testing import CliRunner
 
-from mlnb import deploy, deploy_k8s, registry
-from mlnb.deploy import DeployError, Deployment, is_server
+from mlnb import registry
+from mlnb.deploy import k8s as deploy_k8s
+from mlnb.deploy import local as deploy
+from mlnb.deploy.common import DeployError
+from mlnb.deploy.local import Deployment, is_server
 
 HAS_SERVE = importlib.util.find_spec('mlnb.serve') is not None
 
@@ -87,7 +90,9 @@ def test_k8s_manifests(iris, tmp_path, capsys):
     # the image: mlnb and the model's own requirements
     df = (out/'Dockerfile').read_text()
     assert df.startswith(deploy_k8s.MARKER) and f'FROM python:{sys.version_info.major}.{sys.version_info.minor}-slim' in df
-    assert 'RUN pip install "mlnb==' in df and 'pip install -r /tmp/requirements-model.txt' in df
+    assert 'RUN pip install --compile "mlnb==' in df and 'RUN pip install --compile -r /tmp/requirements-model.txt' in df
+    # bytecode is compiled at build time: every `pip install` compiles (the pod's root filesystem is read-only)
+    assert all('--compile' in line for line in df.splitlines() if line.startswith('RUN pip install'))
     assert json.loads(df.split('\nCMD ', 1)[1].splitlines()[0])[:3] == ['mlnb', 'serve', 'iris']
     assert 'scikit-learn==' in (out/'requirements-model.txt').read_text()
     # nothing secret anywhere
@@ -142,8 +147,8 @@ def test_stale_state(project):
     "A pid that is gone, or reused by another program, shows as dead; stop forgets it and never signals that program."
     other = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'], start_new_session=True)
     try:
-        deploy._save(Deployment('reused', 'iris', port=5999, pid=other.pid, status='running', project=str(project)))
-        deploy._save(Deployment('gone', 'iris', port=5998, pid=2**22 + 7, status='running', project=str(project)))
+        Deployment('reused', 'iris', port=5999, pid=other.pid, status='running', project=str(project)).save()
+        Deployment('gone', 'iris', port=5998, pid=2**22 + 7, status='running', project=str(project)).save()
         assert {d.name: d.status for d in deploy.status()} == {'reused': 'dead', 'gone': 'dead'}
         assert 'forgot it' in deploy.stop('reused').note
         assert other.poll() is None  # still running: not ours to kill
@@ -185,7 +190,7 @@ def wait_version(dep: Deployment, v: int, timeout: float = 60):
 
 
 def group_gone(pgid: int) -> bool:
-    return not deploy._group_alive(pgid)
+    return not deploy.group_alive(pgid)
 
 
 def test_local_deploy_end_to_end(iris, project):

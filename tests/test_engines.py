@@ -7,7 +7,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import check_failed_run, make_notebook
+from conftest import make_notebook
 from mlflow import MlflowClient
 
 import mlnb
@@ -86,29 +86,7 @@ def test_traceback_like_kernel(project):
         assert line in i.error.traceback and line in k.error.traceback, line
 
 
-CASES = {
-    'exception': ('raise ValueError("bad row 7")', 'exception', 'ValueError', 'bad row 7'),
-    'sys_exit': ('import sys\nsys.exit(1)', 'exit', 'SystemExit', '1'),
-    'sys_exit_message': ('import sys\nsys.exit("no data")', 'exit', 'SystemExit', 'no data'),
-    'line_magic': ('%this_magic_does_not_exist 1', 'exception', 'UsageError', 'Line magic function `%this_magic_does_not_exist` not found'),
-    'syntax': ('def f(:\n    pass', 'exception', 'SyntaxError', 'invalid syntax'),
-    'cell_timeout': ('import time\ntime.sleep(120)', 'timeout', 'CellTimeoutError', 'timeout of 3 s'),
-    'timeout_not_caught': ('import time\ntry:\n    time.sleep(120)\nexcept Exception:\n    print("caught")', 'timeout',
-                           'CellTimeoutError', 'timeout of 3 s'),
-}
-
-
-@pytest.mark.parametrize('case', list(CASES))
-def test_failure_modes(project, case):
-    "As tests/test_execute.py checks the kernel engine."
-    code, reason, ename, evalue = CASES[case]
-    nb = make_notebook(project/f'{case}.ipynb', 'x = 1', 'print("before")', code, 'print("never")')
-    t = time.time()
-    res = mlnb.run(nb, {'x': 2}, timeout=3, engine='inprocess')
-    onb, run = check_failed_run(res, project, code, reason, ename, evalue, max_s=30, took=time.time() - t)
-    assert not any(o.get('text') == 'caught\n' for o in onb.cells[4].outputs)
-    assert run.data.tags['mlnb.reason'] == reason and run.data.tags['mlnb.error.ename'] == ename
-    assert run.data.tags['mlnb.error.cell'] == '4'
+# The failure modes, one test over both engines: tests/test_execute.py::test_failure_modes.
 
 
 def test_sys_exit_zero_is_success(project):

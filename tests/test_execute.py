@@ -9,22 +9,40 @@ from mlflow import MlflowClient
 
 import mlnb
 
-CASES = {
-    'exception': ('raise ValueError("bad row 7")', 'exception', 'ValueError', 'bad row 7'),
-    'sys_exit': ('import sys\nsys.exit(1)', 'exit', 'SystemExit', '1'),
-    'line_magic': ('%this_magic_does_not_exist 1', 'exception', 'UsageError', 'this_magic_does_not_exist'),
-    'kernel_death': ('import os\nos._exit(1)', 'kernel_died', 'DeadKernelError', 'kernel died'),
-    'cell_timeout': ('import time\ntime.sleep(120)', 'timeout', 'CellTimeoutError', 'timeout of 3 s'),
+ENGINES = ('kernel', 'inprocess')
+
+# case: (the failing cell, reason, ename, evalue, {engine: why it does not apply}); both engines end every case the same way
+FAILURES = {
+    'exception': ('raise ValueError("bad row 7")', 'exception', 'ValueError', 'bad row 7', {}),
+    'sys_exit': ('import sys\nsys.exit(1)', 'exit', 'SystemExit', '1', {}),
+    'sys_exit_message': ('import sys\nsys.exit("no data")', 'exit', 'SystemExit', 'no data', {}),
+    'line_magic': ('%this_magic_does_not_exist 1', 'exception', 'UsageError',
+                   'Line magic function `%this_magic_does_not_exist` not found', {}),
+    'syntax': ('def f(:\n    pass', 'exception', 'SyntaxError', 'invalid syntax', {}),
+    'kernel_death': ('import os\nos._exit(1)', 'kernel_died', 'DeadKernelError', 'kernel died',
+                     {'inprocess': 'os._exit in the inprocess engine ends the process that runs it: there is no kernel to die'}),
+    'cell_timeout': ('import time\ntime.sleep(120)', 'timeout', 'CellTimeoutError', 'timeout of 3 s', {}),
+    'timeout_not_caught': ('import time\ntry:\n    time.sleep(120)\nexcept Exception:\n    print("caught")', 'timeout',
+                           'CellTimeoutError', 'timeout of 3 s', {}),
 }
+MAX_S = {'kernel': 60, 'inprocess': 30}  # a failure ends in bounded time (a kernel takes longer to start and stop)
 
 
-@pytest.mark.parametrize('case', list(CASES))
-def test_failure_modes(project, case):
-    code, reason, ename, evalue = CASES[case]
+def _failure_params():
+    for case, (*_, skip) in FAILURES.items():
+        for engine in ENGINES:
+            marks = [pytest.mark.skip(reason=skip[engine])] if engine in skip else []
+            yield pytest.param(engine, case, marks=marks, id=f'{engine}-{case}')
+
+
+@pytest.mark.parametrize('engine,case', list(_failure_params()))
+def test_failure_modes(project, engine, case):
+    code, reason, ename, evalue, _ = FAILURES[case]
     nb = make_notebook(project/f'{case}.ipynb', 'x = 1', 'print("before")', code, 'print("never")')
     t = time.time()
-    res = mlnb.run(nb, {'x': 2}, timeout=3)
-    _, run = check_failed_run(res, project, code, reason, ename, evalue, max_s=60, took=time.time() - t)
+    res = mlnb.run(nb, {'x': 2}, timeout=3, engine=engine)
+    onb, run = check_failed_run(res, project, code, reason, ename, evalue, max_s=MAX_S[engine], took=time.time() - t)
+    assert not any(o.get('text') == 'caught\n' for o in onb.cells[4].outputs)  # a timeout is not an Exception to catch
     assert run.data.tags['mlnb.reason'] == reason and run.data.tags['mlnb.error.ename'] == ename
     assert run.data.tags['mlnb.error.cell'] == '4'
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from conftest import make_notebook, need
 
-from mlnb.export import MARKER, mlnb_takes_retries
-from mlnb.pipeline import load_pipeline
+from mlnb.pipeline.spec import load_pipeline
+from mlnb.schedule.airflow import MARKER, mlnb_takes_retries
 
 AIRFLOW = '3.3.2'   # the Airflow the test loads DAG files with; the DAG file itself also imports on Airflow 2
 BIN = Path(sys.executable).parent
@@ -156,8 +156,11 @@ def test_exported_dag_loads_in_airflow_and_runs_a_step(project, tmp_path, airflo
     assert {t: v['downstream'] for t, v in tasks.items()} == {
         'prep': ['left', 'right'], 'left': ['merge'], 'right': ['merge'], 'merge': [ODD_ID], ODD_ID: []}
 
-    # each task runs exactly its step through this environment's mlnb, and Airflow's templating leaves the command alone
+    # each task runs exactly its step through this environment's mlnb, and Airflow's templating leaves the command alone;
+    # the library learns from the pipeline runner whether `mlnb pipeline run` takes --retries: the command must agree
     own = mlnb_takes_retries()
+    run_help = mlnb('pipeline', 'run', '--help', cwd=project)
+    assert run_help.returncode == 0 and ('--retries' in run_help.stdout) == own, run_help.stdout
     for n, st in p.steps.items():
         t = tasks[tid[n]]
         assert t['operator'] == 'airflow.providers.standard.operators.bash.BashOperator'

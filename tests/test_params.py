@@ -6,6 +6,7 @@ import pytest
 from conftest import make_notebook
 
 import mlnb
+from mlnb.errors import MlnbError, NotFound, UsageError
 from mlnb.params import ParameterError, notebook_params
 
 PARAMS = '''\
@@ -82,6 +83,7 @@ def test_bad_input_starts_nothing(nb, project, given, expected):
     with pytest.raises(ParameterError) as e:
         mlnb.run(nb, given, raw=True)
     assert expected in str(e.value)
+    assert isinstance(e.value, MlnbError) and (e.value.exit_code, e.value.http_status) == (2, 400)
     assert time.time() - t < 5, 'validation must not wait for a kernel'
     # nothing was started or written: no run folder, no MLflow store
     assert not (project/'.mlnb').exists()
@@ -96,12 +98,14 @@ def test_no_parameters_cell(project):
 
 
 def test_broken_inputs(project):
-    with pytest.raises(FileNotFoundError, match='does not exist'):
+    with pytest.raises(NotFound, match='does not exist') as e:
         mlnb.run(project/'missing.ipynb')
+    assert (e.value.exit_code, e.value.http_status) == (2, 404)
     bad = project/'bad.ipynb'
     bad.write_text('{not json')
-    with pytest.raises(ValueError, match='is not a notebook'):
+    with pytest.raises(UsageError, match='is not a notebook') as e:
         mlnb.run(bad)
+    assert isinstance(e.value, ValueError) and e.value.exit_code == 2
     syn = make_notebook(project/'syn.ipynb', 'x = = 1')
     with pytest.raises(ParameterError, match='syntax error at line 1'):
         notebook_params(syn)

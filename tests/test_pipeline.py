@@ -12,19 +12,16 @@ import pytest
 from conftest import make_notebook
 from mlflow import MlflowClient
 
-from mlnb.pipeline import PipelineError, plan, run_pipeline
+from mlnb.pipeline.cache import plan
+from mlnb.pipeline.runner import run_pipeline, warm_worker
+from mlnb.pipeline.spec import PipelineError
 
 
 @pytest.fixture(scope='module')
-def client():
-    from distributed import Client, LocalCluster
-    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
-    c = Client(cluster)
-    from mlnb.pipeline import warm_worker
-    c.run(warm_worker)  # as the runner does with a cluster it connects; here the timing test needs every worker ready
-    yield c
-    c.close()
-    cluster.close()
+def client(dask_client):
+    "conftest's two-worker LocalCluster, every worker warmed up first."
+    dask_client.run(warm_worker)  # as the runner does with a cluster it connects; here the timing test needs every worker ready
+    return dask_client
 
 
 STEP = ('import time, json, os\n'

@@ -107,7 +107,7 @@ def test_round_trip(store, capsys, monkeypatch):
     assert (r.from_version, r.to_version, r.action) == (2, 1, 'rollback')
     assert registry.resolve('iris')[0] == 'models:/iris/1'
     with pytest.raises(RegistryError, match='has no previous version') as e: registry.rollback('iris')
-    assert e.value.code == 1
+    assert e.value.exit_code == 1
 
     h = registry.history('iris')
     assert [(x.alias, x.action, x.from_version, x.to_version) for x in h] == [
@@ -194,36 +194,39 @@ def test_errors(store):
     with pytest.raises(RegistryError, match="no version of 'iris' has alias 'champion'; point it at one with: mlnb registry promote iris"):
         registry.resolve('iris')
     with pytest.raises(RegistryError, match="has no 'champion' alias to roll back") as e: registry.rollback('iris')
-    assert e.value.code == 1
+    assert e.value.exit_code == 1
     with pytest.raises(RegistryError, match="no registered model 'nope'"): registry.history('nope')
 
 
 def test_cli(store):
-    cli, run = registry.cli, CliRunner().invoke
-    r = run(cli, ['register', store.weak, '--name', 'iris', '--alias', 'champion'])
+    "`mlnb registry ...` through the real top command (errors are reported by the top group)."
+    from mlnb.cli.core import app
+
+    def run(args): return CliRunner().invoke(app, ['registry', *args])
+    r = run(['register', store.weak, '--name', 'iris', '--alias', 'champion'])
     assert r.exit_code == 0 and 'registered iris version 1 from run' in r.output and '(champion)' in r.output, r.output
-    r = run(cli, ['register', store.strong, '--name', 'iris', '--tag', 'k=v', '--json'])
+    r = run(['register', store.strong, '--name', 'iris', '--tag', 'k=v', '--json'])
     assert r.exit_code == 0 and json.loads(r.output)['version'] == 2, r.output
-    r = run(cli, ['promote', 'iris', '2'])
+    r = run(['promote', 'iris', '2'])
     assert r.exit_code == 0 and 'iris: champion -> version 2 (was version 1; promote)' in r.output
-    r = run(cli, ['promote', 'iris', '2'])
+    r = run(['promote', 'iris', '2'])
     assert r.exit_code == 0 and 'already champion; nothing changed' in r.output
-    r = run(cli, ['rollback', 'iris'])
+    r = run(['rollback', 'iris'])
     assert r.exit_code == 0 and 'champion -> version 1 (was version 2; rollback)' in r.output
-    r = run(cli, ['rollback', 'iris'])
+    r = run(['rollback', 'iris'])
     assert r.exit_code == 1 and 'mlnb: error:' in r.output and 'no previous version' in r.output
-    r = run(cli, ['history', 'iris', '--json'])
+    r = run(['history', 'iris', '--json'])
     assert r.exit_code == 0 and [m['to_version'] for m in json.loads(r.output)] == [1, 2, 1]
-    r = run(cli, ['history', 'iris'])
+    r = run(['history', 'iris'])
     assert r.exit_code == 0 and r.output.splitlines()[0].split() == ['when', 'alias', 'action', 'from', 'to', 'by']
-    r = run(cli, ['list', '--json'])
+    r = run(['list', '--json'])
     assert r.exit_code == 0 and json.loads(r.output)[0]['aliases'] == {'champion': 1}
-    r = run(cli, ['list', 'iris'])
+    r = run(['list', 'iris'])
     assert r.exit_code == 0 and 'champion' in r.output.splitlines()[1]
     for bad in (['promote', 'iris', '9'], ['promote', 'irsi', '1'], ['register', 'f' * 32, '--name', 'iris'],
                 ['register', store.weak, '--name', 'a/b'], ['register', store.weak, '--name', 'x', '--tag', 'novalue'],
                 ['list', 'nope']):
-        r = run(cli, bad)
+        r = run(bad)
         assert r.exit_code == 2 and r.output.startswith('mlnb: error: '), (bad, r.output)
 
 

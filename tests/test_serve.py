@@ -3,7 +3,6 @@ signatures, uvicorn servers on 127.0.0.1 (in a thread, and as `mlnb serve` proce
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -15,16 +14,11 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import free_port
 
 COLS = [f'f{i}' for i in range(20)]
 SERVE = [str(Path(sys.executable).parent/'mlnb'), 'serve']
 JSON = {'content-type': 'application/json'}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 def wait_ready(url: str, timeout: float = 180, proc=None) -> list:
@@ -113,7 +107,7 @@ class ThreadServer:
 
 
 def app_for(store, model, **kw):
-    from mlnb.serve import create_app
+    from mlnb.serve.app import create_app
     return create_app(model, project=store.project, tracking_uri=store.uri, **kw)
 
 

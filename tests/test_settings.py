@@ -2,7 +2,10 @@
 import configparser
 from pathlib import Path
 
-from mlnb.config import Settings, load_config, read_site_settings
+import pytest
+
+from mlnb.config import ConfigError, Settings, load_config, read_site_settings
+from mlnb.errors import MlnbError
 
 ROOT = Path(__file__).parents[1]
 
@@ -27,3 +30,18 @@ def test_layers(tmp_path):
     assert (s.tracking_uri, s.timeout, s.serve_port, cfg.experiment) == ('postgresql://mlflow@db/mlflow', 50.0, 8000, 'x')
     assert cfg.tracking_uri == 'postgresql://mlflow@db/mlflow'
     assert cfg.sources == {'tracking_uri': str(site), 'timeout': str(proj/'mlnb.yaml'), 'serve_port': 'environment', 'experiment': 'flags'}
+
+
+def test_a_bad_layer_names_itself(tmp_path):
+    "Each layer is checked on its own: the error says which file (or the environment), which field and why; exit status 2."
+    site = tmp_path/'site.ini'
+    site.write_text('[mlnb]\nserve_port = http\n')
+    with pytest.raises(ConfigError, match=f'{site}: serve_port: Input should be a valid integer') as e:
+        load_config(tmp_path, environ={'MLNB_SITE_SETTINGS': str(site)})
+    assert isinstance(e.value, MlnbError) and isinstance(e.value, ValueError) and e.value.exit_code == 2
+    (tmp_path/'mlnb.yaml').write_text('name: p\ntimout: 5\n')
+    with pytest.raises(ConfigError, match='mlnb.yaml: timout: unknown setting; known settings: tracking_uri'):
+        load_config(tmp_path, environ={})
+    (tmp_path/'mlnb.yaml').write_text('name: p\n')
+    with pytest.raises(ConfigError, match='environment: MLNB_START_TIMEOUT: Value error, must be a positive number'):
+        load_config(tmp_path, environ={'MLNB_START_TIMEOUT': '0'})

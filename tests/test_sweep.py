@@ -20,24 +20,15 @@ TRAIN = ('import mlnb, time\ntime.sleep(pause)\n'
 PARAMS = 'C: float = 1.0\npenalty: Literal["l1", "l2"] = "l2"\npause: float = 0.0'
 
 
-@pytest.fixture(scope='module')
-def local_client():
-    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
-    client = Client(cluster)
-    yield client
-    client.close()
-    cluster.close()
-
-
 def children(project, parent):
     c = MlflowClient(f"sqlite:///{project/'.mlnb'/'mlflow.db'}")
     exp = c.get_experiment_by_name('testproj')
     return c, c.search_runs([exp.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'")
 
 
-def test_grid_sweep(project, local_client):
+def test_grid_sweep(project, dask_client):
     nb = make_notebook(project/'t.ipynb', 'from typing import Literal\n' + PARAMS, TRAIN)
-    res = sweep(nb, grid={'C': ['0.5', '2'], 'penalty': ['l1', 'l2']}, raw=True, client=local_client, metric='score', progress=False)
+    res = sweep(nb, grid={'C': ['0.5', '2'], 'penalty': ['l1', 'l2']}, raw=True, client=dask_client, metric='score', progress=False)
     assert res.ok and len(res.results) == 4
     df = res.to_frame()
     assert list(df.C) == [0.5, 0.5, 2.0, 2.0] and list(df.penalty) == ['l1', 'l2', 'l1', 'l2']
@@ -53,33 +44,33 @@ def test_grid_sweep(project, local_client):
     assert 'sweep.csv' in {a.path for a in c.list_artifacts(res.parent_run_id)}
 
 
-def test_failing_point_fails_only_itself(project, local_client):
+def test_failing_point_fails_only_itself(project, dask_client):
     nb = make_notebook(project/'t.ipynb', 'from typing import Literal\n' + PARAMS, TRAIN)
-    res = sweep(nb, points=[{'C': 1.0}, {'C': -1.0}, {'C': 3.0}], client=local_client, progress=False)
+    res = sweep(nb, points=[{'C': 1.0}, {'C': -1.0}, {'C': 3.0}], client=dask_client, progress=False)
     assert [r.status for r in res.results] == ['FINISHED', 'FAILED', 'FINISHED']
     assert res.results[1].error.ename == 'ValueError' and not res.ok
-    ff = sweep(nb, points=[{'C': -1.0}] + [{'C': float(i), 'pause': 0.5} for i in range(1, 7)], client=local_client,
+    ff = sweep(nb, points=[{'C': -1.0}] + [{'C': float(i), 'pause': 0.5} for i in range(1, 7)], client=dask_client,
                max_concurrent=1, fail_fast=True, progress=False)
     assert ff.results[0].reason == 'exception'
     assert sum(r.ok for r in ff.results) <= 1  # nothing new is submitted after the failure
     assert 'not run' in ff.results[-1].error.evalue
 
 
-def test_points_are_validated_before_anything_starts(project, local_client):
+def test_points_are_validated_before_anything_starts(project, dask_client):
     nb = make_notebook(project/'t.ipynb', 'from typing import Literal\n' + PARAMS, TRAIN)
     with pytest.raises(ParameterError) as e:
-        sweep(nb, grid={'C': ['1', 'big'], 'penalty': ['l1', 'l3']}, raw=True, client=local_client, progress=False)
+        sweep(nb, grid={'C': ['1', 'big'], 'penalty': ['l1', 'l3']}, raw=True, client=dask_client, progress=False)
     msg = str(e.value)
     assert "point 1 {'C': '1', 'penalty': 'l3'}: parameter 'penalty' expects Literal['l1', 'l2'], got 'l3'" in msg
     assert "point 2 {'C': 'big', 'penalty': 'l1'}: parameter 'C' expects float, got 'big'" in msg
     assert not (project/'.mlnb').exists()
 
 
-def test_random_sweep_is_reproducible(project, local_client):
+def test_random_sweep_is_reproducible(project, dask_client):
     nb = make_notebook(project/'t.ipynb', 'from typing import Literal\n' + PARAMS, TRAIN)
     grid = {'C': [0.1, 0.2, 0.3, 0.4], 'penalty': ['l1', 'l2']}
-    a = sweep(nb, grid=grid, random=3, seed=7, client=local_client, progress=False)
-    b = sweep(nb, grid=grid, random=3, seed=7, client=local_client, progress=False)
+    a = sweep(nb, grid=grid, random=3, seed=7, client=dask_client, progress=False)
+    b = sweep(nb, grid=grid, random=3, seed=7, client=dask_client, progress=False)
     assert a.points == b.points and len(a.points) == 3
 
 

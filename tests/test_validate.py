@@ -1,4 +1,4 @@
-"mlnb.validate: the fast paths give GX's own results (pandas and Dask), suites, edge cases, gates in a Run, the CLI."
+"mlnb.validation: the fast paths give GX's own results (pandas and Dask), suites, edge cases, gates in a Run, the CLI."
 import json
 import math
 import subprocess
@@ -11,7 +11,9 @@ import pandas as pd
 import pytest
 from conftest import make_notebook
 
-from mlnb.validation import FAST, SuiteError, evaluate, load_suite, profile, validate
+from mlnb.validation.core import evaluate, profile, validate
+from mlnb.validation.fast import FAST
+from mlnb.validation.suite import SuiteError, load_suite
 
 N = 3000
 
@@ -261,14 +263,22 @@ def test_cli_exit_codes(project, data):
     assert r.exit_code == 0 and "suite 'ok' passed" in r.output, r.output
     r = run('validate', 'run', 'd.csv', '--suite', 'bad', '--json')
     assert r.exit_code == 1 and json.loads(r.output)['statistics']['failed'] == 1, r.output
-    assert run('validate', 'd.parquet', '--suite', 'nosuch').exit_code == 2
-    assert run('validate', 'missing.csv', '--suite', 'ok').exit_code == 2
+    r = run('validate', 'd.parquet', '--suite', 'nosuch')
+    assert r.exit_code == 2 and r.stderr.startswith("mlnb: error: no suite 'nosuch'"), r.output
+    r = run('validate', 'missing.csv', '--suite', 'ok')
+    assert (r.exit_code, r.stderr) == (2, 'mlnb: error: missing.csv does not exist\n'), r.output
+    (project/'expectations'/'two.yaml').write_text('- expect_column_values_to_be_in_set: {column: n}\n- expect_it: {}\n')
+    r = run('validate', 'd.csv', '--suite', 'two')  # a suite error lists one problem per line, and keeps its lines
+    assert r.exit_code == 2 and len(r.stderr.splitlines()) == 2 and "entry 2 (expect_it): unknown expectation type" in r.stderr, r.output
     assert run('validate', 'profile', 'd.csv', '-o', 'expectations/prof.yaml').exit_code == 0
+    r = run('validate', 'profile', 'd.csv', '-o', 'expectations/prof.yaml')
+    assert (r.exit_code, r.stderr) == (2, 'mlnb: error: expectations/prof.yaml exists; use --force to overwrite it\n'), r.output
     assert run('validate', 'd.csv', '--suite', 'prof', '--lazy').exit_code == 0
     t = time.perf_counter()
     p = _mlnb('validate', '--help', cwd=project)  # the real command: fast, no GX import
     assert p.returncode == 0 and 'profile' in p.stdout and time.perf_counter() - t < 30
-    p = subprocess.run([sys.executable, '-c', 'import sys, mlnb.cli, mlnb.validation; '
+    p = subprocess.run([sys.executable, '-c', 'import sys, mlnb.cli, mlnb.cli.validate, mlnb.validation.core, '
+                        'mlnb.validation.fast, mlnb.validation.suite; '
                         'print(sorted(m for m in ("great_expectations", "pandas", "dask") if m in sys.modules))'],
                        capture_output=True, text=True, timeout=120)
     assert p.stdout.strip() == '[]', p.stdout + p.stderr

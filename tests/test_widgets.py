@@ -33,7 +33,7 @@ def test_deploy_button_registers_promotes_and_serves(project, model_store):  # n
     "One click (and its confirmation) on a real store: a new version, champion moved, a real server answering at the URL shown."
     import httpx
 
-    from mlnb import deploy
+    from mlnb.deploy import local
     from mlnb.widgets import DeployButton
     copy_store(model_store, project)
     b = DeployButton(model_store.strong, name='iris', project=project)
@@ -55,7 +55,7 @@ def test_deploy_button_registers_promotes_and_serves(project, model_store):  # n
         assert b2.error is None and b2.version == 2, b2.steps.value
         assert b2.deployment.pid == b.deployment.pid                     # the same server, now serving version 2
         assert httpx.get(f'{b.deployment.url}/version', timeout=10).json()['version'] in (2, '2')
-    finally: deploy.stop('iris', project=project)
+    finally: local.stop('iris', project=project)
     bad = DeployButton('no-such-run', name='iris', project=project)
     bad.start().join(60)
     assert bad.error is not None and 'mlnb-deploy-error' in bad.steps.value and not bad.button.disabled

@@ -3,16 +3,13 @@ driven by Playwright), clicked through its filter and detail pane. Under CI=true
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from conftest import IN_CI, make_notebook, need
+from conftest import IN_CI, free_port, make_notebook, need, wait_http
 
 CHROMIUM = shutil.which('chromium') or ('/usr/bin/chromium' if Path('/usr/bin/chromium').exists() else None)
 BIN = Path(sys.executable).parent
@@ -21,7 +18,7 @@ ARGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--
 ROOT = ['--ServerApp.allow_root=True'] if os.geteuid() == 0 else []   # CI machines run as root
 
 REPORT = '''import pandas as pd
-from mlnb.validation import validate
+from mlnb.validation.core import validate
 from mlnb.widgets import ValidationReport
 df = pd.DataFrame({'plan': ['basic', 'plus', 'platinum', 'basic', 'gold'], 'monthly_charges': [20.0, 35.5, 50.0, -1.0, 9.9],
                    'id': [1, 2, 3, 4, 4]})
@@ -31,26 +28,6 @@ res = validate(df, [{'expect_column_values_to_be_in_set': {'column': 'plan', 'va
                     {'expect_column_values_to_be_unique': {'column': 'id'}},
                     {'expect_table_row_count_to_be_between': {'min_value': 1, 'max_value': 10}}], log=False)
 ValidationReport(res)'''
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
-def wait_http(url: str | None, proc, port: int | None = None, timeout: float = 90):
-    "Wait until `url` answers 200 (or, with no url, until `port` accepts connections: Voila runs the notebook on a GET)."
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        if proc.poll() is not None: raise RuntimeError(f'server exited with {proc.returncode}')
-        try:
-            if url is None:
-                socket.create_connection(('127.0.0.1', port), timeout=2).close(); return
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200: return
-        except OSError: time.sleep(0.3)
-    raise TimeoutError(f'{url} did not answer in {timeout:.0f}s')
 
 
 @pytest.fixture(scope='module')
