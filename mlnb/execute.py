@@ -79,7 +79,7 @@ class RunResult:
 def defer_import(name:str,       # a top-level module
                  *functions:str  # its functions that importers bind at import time (`from name import f`)
                 ) -> bool:
-    "Stand in for module `name` until it is used: `functions` and any other attribute import the real module first. False if `name` is loaded or missing."
+    "Stand in for module `name` until used: `functions` or any attribute import the real one. False if `name` is loaded or missing."
     import importlib, importlib.util, sys, types
     if name in sys.modules: return False
     try: spec = importlib.util.find_spec(name)
